@@ -121,10 +121,15 @@ def _cifar_class(num_classes: int):
 
     base = CIFAR10 if num_classes == 10 else CIFAR100
 
-    class _Reader(base):  # torchvision's reader; presence check instead of md5 of every batch on each load
+    class _Reader(base):  # torchvision's reader; presence checks instead of an md5 of every file on each load
         def _check_integrity(self) -> bool:
             root = Path(self.root) / self.base_folder
             return all((root / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return base, _Reader
 
@@ -146,7 +151,7 @@ def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) 
             f"CIFAR-{num_classes} not found: expected torchvision's '{base.base_folder}' folder in {data_root}. "
             f"Add --download to fetch it there, or point --data-root at a folder that has it."
         ) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as e:
         raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt ({e}); delete them and use --download") from None
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
 
