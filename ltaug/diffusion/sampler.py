@@ -1,0 +1,151 @@
+"""Reverse-process samplers: ancestral DDPM and DDIM, with classifier-free guidance (method.md §1). No file I/O.
+
+Guidance convention (the long-tail papers'): `eps~ = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, null)`, so `w = 0` is
+plain conditional sampling and the "guidance scale" of other libraries is `s = 1 + w`. The conditional and the null
+prediction come from ONE forward pass over the doubled batch `[x_t, x_t]` with labels `[y, null]`.
+
+Reproducibility: image i draws all of its noise (x_T and every ancestral step) from its own
+`torch.Generator().manual_seed(seeds[i])`, on the CPU, in a fixed order; the draws are then moved to the device. So an
+image depends on its (label, seed) only, never on the batch it was drawn in or on the worker that drew it (up to the
+float rounding of batched kernels, far below one uint8 level).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+SAMPLERS = ("ddpm", "ddim")
+VARIANCES = ("large", "small")
+
+
+def guidance_scale(w: float) -> float:
+    """The scale `s = 1 + w` of libraries that write `eps_null + s * (eps_c - eps_null)`."""
+    return 1.0 + float(w)
+
+
+class _PerImageNoise:
+    """One CPU generator per image seed; `draw()` returns [N, C, H, W] standard normals, image i from generator i."""
+
+    def __init__(self, seeds: Sequence[int], shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.shape, self.device, self.dtype = tuple(shape), device, dtype
+
+    def draw(self) -> torch.Tensor:
+        z = torch.stack([torch.randn(self.shape, generator=g) for g in self.gens])
+        return z.to(device=self.device, dtype=self.dtype)
+
+
+def _guided_eps(net: torch.nn.Module, xt: torch.Tensor, t: int, y: torch.Tensor, null: torch.Tensor,
+                w: float) -> torch.Tensor:
+    """eps~ = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null): both branches in one forward of the doubled batch."""
+    n = xt.shape[0]
+    if w == 0.0:  # exactly the conditional prediction; the null branch would be multiplied by zero
+        return net(xt, torch.full((n,), t, dtype=torch.long, device=xt.device), y)
+    tt = torch.full((2 * n,), t, dtype=torch.long, device=xt.device)
+    eps_c, eps_u = net(torch.cat([xt, xt]), tt, torch.cat([y, null])).chunk(2)
+    return (1.0 + w) * eps_c - w * eps_u
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """The `steps` 0-based indices visited by DDIM, descending, "trailing" spacing: they start at T-1 (the pure-noise
+    end, where x_T is drawn) and are evenly spaced by T/steps, so steps=T visits every index (and is DDPM-exact)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"DDIM steps must be in [1, {T}], got {steps}")
+    return [int(round(T - i * T / steps)) - 1 for i in range(steps)]
+
+
+@torch.no_grad()
+def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int], *, num_classes: int,
+           sampler: str = "ddim", steps: int = 50, eta: float = 0.0, w: float = 0.0, variance: str = "large",
+           device: str | torch.device = "cpu", shape: Optional[tuple[int, int, int]] = None, clip_x0: bool = False,
+           dtype: torch.dtype = torch.float32,
+           callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    """Draw one image per (label, seed).
+
+    net: eps-prediction network `net(x [N,C,H,W], t LongTensor [N], y LongTensor [N]) -> eps [N,C,H,W]`, with label
+        `num_classes` the learned null class; used as is (pass the EMA weights, in eval mode, on `device`).
+    schedule: `NoiseSchedule`-like, float64 tensors `betas, alphas, alpha_bar` of length T.
+    y: LongTensor [N], labels in [0, num_classes). seeds: N ints; image i's noise comes from seeds[i] only.
+    sampler: "ddpm" = ancestral, all T steps, sigma_t^2 = beta_t (variance "large") or beta~_t ("small");
+        "ddim" = `steps` steps, eta = 0 deterministic, eta = 1 with steps = T is ancestral DDPM with beta~_t.
+    w: guidance weight (>= 0), eps~ = (1 + w) eps_c - w eps_null; scale s = 1 + w.
+    shape: (C, H, W) of one image; by default read from `net.in_channels` and `net.resolution`.
+    clip_x0: clamp the predicted x0 to [-1, 1] at every step (off: the published DDPM/DDIM samplers do not).
+    callback(done_steps, total_steps) is called after every step.
+    Returns float tensor [N, C, H, W] in [-1, 1] on `device`.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    if w < 0:
+        raise ValueError(f"guidance weight w must be >= 0, got {w}")
+    if len(seeds) != len(y):
+        raise ValueError(f"{len(y)} labels but {len(seeds)} seeds")
+    if shape is None:
+        try:
+            shape = (int(net.in_channels), int(net.resolution), int(net.resolution))
+        except AttributeError:
+            raise ValueError("pass shape=(C, H, W): the network has no in_channels/resolution attributes") from None
+    device = torch.device(device)
+    y = torch.as_tensor(y, dtype=torch.long).to(device)
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got {int(y.min())}..{int(y.max())}")
+    null = torch.full_like(y, num_classes)
+    noise = _PerImageNoise(seeds, shape, device, dtype)
+
+    # Coefficients in float64 (the schedule's precision), cast to python floats per step.
+    betas = schedule.betas.detach().to("cpu", torch.float64)
+    alphas = schedule.alphas.detach().to("cpu", torch.float64)
+    alpha_bar = schedule.alpha_bar.detach().to("cpu", torch.float64)
+    T = len(betas)
+    if len(y) == 0:
+        return torch.empty((0, *shape), device=device, dtype=dtype)
+
+    x = noise.draw()  # x_T ~ N(0, I)
+    if sampler == "ddpm":
+        ts = list(range(T - 1, -1, -1))
+    else:
+        ts = ddim_timesteps(T, steps)
+    for i, t in enumerate(ts):
+        eps = _guided_eps(net, x, t, y, null, float(w))
+        ab_t = float(alpha_bar[t])
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        ab_prev = float(alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+        last = t_prev < 0
+        if sampler == "ddpm":
+            # mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t)   (Ho et al. eq. 11)
+            beta_t, alpha_t = float(betas[t]), float(alphas[t])
+            if clip_x0:
+                x0 = ((x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5).clamp(-1, 1)
+                # posterior mean of q(x_{t-1} | x_t, x0) (Ho et al. eq. 7)
+                mean = (ab_prev ** 0.5 * beta_t / (1 - ab_t)) * x0 + (alpha_t ** 0.5 * (1 - ab_prev) / (1 - ab_t)) * x
+            else:
+                mean = (x - beta_t / (1 - ab_t) ** 0.5 * eps) / alpha_t ** 0.5
+            if last:
+                x = mean
+            else:
+                var = beta_t if variance == "large" else (1 - ab_prev) / (1 - ab_t) * beta_t
+                x = mean + var ** 0.5 * noise.draw()
+        else:
+            # DDIM (Song et al. eq. 12): x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z
+            x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
+            if clip_x0:
+                x0 = x0.clamp(-1, 1)
+                eps = (x - ab_t ** 0.5 * x0) / (1 - ab_t) ** 0.5
+            sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
+            x = ab_prev ** 0.5 * x0 + max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * eps
+            if sigma > 0 and not last:
+                x = x + sigma * noise.draw()
+        if callback is not None:
+            callback(i + 1, len(ts))
+    return x.clamp(-1, 1)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] float in [-1, 1] -> np.ndarray uint8 [N, H, W, C] (rounded to the nearest of 256 levels)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
