@@ -53,7 +53,9 @@ def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: A
             node = data
             parts = key.split(".")
             for p in parts[:-1]:
-                node = node.setdefault(p, {}) or {}
+                if not isinstance(node.get(p), dict):  # absent or empty (`evaluate:` with no keys) section
+                    node[p] = {}
+                node = node[p]
             node[parts[-1]] = value
     for s in sets or []:
         apply_set(data, s)
