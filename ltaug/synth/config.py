@@ -5,12 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ltaug.config_fields import opt
+from ltaug.errors import LtaugError
 
 
 @dataclass
 class SynthConfig:
     per_class: int = opt(0, "new images for every class (0 = use fill_to)", min=0)
-    fill_to: int = opt(0, "top every class up to this many images, real ones included (0 = use per_class)", min=0)
-    sampler: str = opt("ddim", "ddpm (all T steps, ancestral) or ddim", choices=("ddpm", "ddim"))
-    steps: int = opt(50, "DDIM steps (ignored by ddpm)", min=1)
-    w: float = opt(0.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); scale s = 1 + w", min=0.0)
+    fill_to: int = opt(200, "top every class up to this many images, real ones included, so the head may get none "
+                            "(0 = use per_class)", min=0)
+    classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
+    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=("ddpm", "ddim"))
+    steps: int = opt(20, "DDIM steps (ignored by ddpm, which always takes all T)", min=1)
+    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0)
+    variance: str = opt("large", "DDPM step variance: large (sigma^2 = beta_t, the CIFAR default) or small "
+                                 "(the posterior's beta~_t)", choices=("large", "small"))
+    w: float = opt(0.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
+                   min=0.0)
+    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1)
+    workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1)
+    address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
+    npz: bool = opt(True, "also write synthetic.npz (images, labels, classes, seeds, files)")
+    filter_classifier: str = opt("", "keep only images this classifier (dir or checkpoint) assigns to their own label "
+                                     "with probability >= min_confidence; empty = no filter")
+    min_confidence: float = opt(0.5, "filter threshold on the classifier's probability of the image's own label",
+                                min=0.0)
+    filter_max_tries: float = opt(20.0, "give up a class after trying this many times its planned count", min=1.0)
+
+    def validate(self) -> None:
+        if self.per_class > 0 and self.fill_to > 0:
+            raise LtaugError(f"synth.per_class ({self.per_class}) and synth.fill_to ({self.fill_to}) are both set; "
+                             "set one of them to 0 (on the command line, --per-class / --fill-to pick one)")
+        if self.min_confidence > 1:
+            raise LtaugError(f"synth.min_confidence {self.min_confidence}: a probability, must be in [0, 1]")

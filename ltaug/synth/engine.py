@@ -1,0 +1,132 @@
+"""Who draws the images: this process, or N Ray actors (one GPU each where the cluster has GPUs, else one CPU each).
+
+Both engines take batches of (labels, seeds) and yield `(labels, seeds, images uint8 [B,H,W,C])` as batches finish,
+in completion order. The images depend on (label, seed) only (see ltaug.diffusion.sampler), so the split into
+batches and workers never changes them. Workers return arrays instead of writing files, so a cluster joined with
+`--address` needs no shared filesystem: the checkpoint travels through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+Batch = tuple[list[int], list[int]]
+
+
+def resolve_device(device: str | None) -> str:
+    """auto/None -> cuda when available, else cpu."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def draw(gen, labels: Sequence[int], seeds: Sequence[int], sample_kw: dict, device: str,
+         batch_size: int) -> np.ndarray:
+    """Images for (labels, seeds) from a LoadedGenerator, in batches of batch_size: uint8 [N, H, W, C]."""
+    import torch
+
+    from ltaug.diffusion.sampler import sample, to_uint8
+
+    out = []
+    shape = (gen.channels, gen.resolution, gen.resolution)
+    for i in range(0, len(labels), batch_size):
+        y = torch.as_tensor(list(labels[i:i + batch_size]), dtype=torch.long)
+        x = sample(gen.net, gen.schedule, y, list(seeds[i:i + batch_size]), num_classes=gen.num_classes,
+                   device=device, shape=shape, **sample_kw)
+        out.append(to_uint8(x))
+    if not out:
+        return np.zeros((0, gen.resolution, gen.resolution, gen.channels), np.uint8)
+    return np.concatenate(out)
+
+
+class LocalEngine:
+    """Sample in this process (workers = 1, no --address)."""
+
+    def __init__(self, gen, sample_kw: dict, device: str):
+        self.gen, self.sample_kw, self.device = gen, sample_kw, device
+        self.description = f"1 worker in this process on {device}"
+
+    def run(self, batches: list[Batch]) -> Iterator[tuple[list[int], list[int], np.ndarray]]:
+        for labels, seeds in batches:
+            yield labels, seeds, draw(self.gen, labels, seeds, self.sample_kw, self.device, len(labels))
+
+    def close(self) -> None:
+        pass
+
+
+class _Worker:
+    """A Ray actor that loads the generator once and draws batches."""
+
+    def __init__(self, checkpoint, sample_kw: dict, device: str, threads: int):
+        import torch
+
+        from ltaug.diffusion.checkpoint import load_generator
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        if isinstance(checkpoint, (bytes, bytearray)):  # joined cluster: the file arrives through the object store
+            fd, path = tempfile.mkstemp(suffix=".pt")
+            with os.fdopen(fd, "wb") as f:
+                f.write(checkpoint)
+        else:
+            path = checkpoint
+        self.gen = load_generator(path, device=device, ema=True)
+        self.sample_kw, self.device = sample_kw, device
+
+    def generate(self, labels: list[int], seeds: list[int]):
+        return labels, seeds, draw(self.gen, labels, seeds, self.sample_kw, self.device, len(labels))
+
+
+class RayEngine:
+    """N actors over a local Ray (started here unless one is running) or the cluster at `address`."""
+
+    def __init__(self, checkpoint_path: Path, sample_kw: dict, device: str, workers: int, address: str = ""):
+        import ray
+
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False, include_dashboard=False)
+            else:
+                ray.init(num_cpus=max(workers, os.cpu_count() or 1), log_to_driver=False, include_dashboard=False)
+            self.started = True
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = device != "cpu" and gpus > 0
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = 1 if use_gpu else max(1, cpus // workers)
+        # A joined cluster may not share our filesystem: ship the checkpoint bytes; locally the path is enough.
+        ckpt = ray.put(Path(checkpoint_path).read_bytes()) if address else str(checkpoint_path)
+        actor = ray.remote(num_gpus=1, num_cpus=1)(_Worker) if use_gpu else ray.remote(num_cpus=1)(_Worker)
+        self.device = "cuda" if use_gpu else "cpu"
+        self.actors = [actor.remote(ckpt, sample_kw, self.device, threads) for _ in range(workers)]
+        where = f"cluster {address}" if address else "a local Ray"
+        self.description = f"{workers} Ray workers on {where}, one {'GPU' if use_gpu else 'CPU'} each"
+
+    def run(self, batches: list[Batch]) -> Iterator[tuple[list[int], list[int], np.ndarray]]:
+        ray = self.ray
+        queue = list(batches)[::-1]
+        pending: dict = {}
+        idle = list(self.actors) * 2  # two batches in flight per actor hides the round trip
+        while queue or pending:
+            while queue and idle:
+                actor = idle.pop()
+                labels, seeds = queue.pop()
+                pending[actor.generate.remote(labels, seeds)] = actor
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                idle.append(pending.pop(ref))
+                yield ray.get(ref)
+
+    def close(self) -> None:
+        for a in getattr(self, "actors", []):
+            self.ray.kill(a)
+        if self.started:
+            self.ray.shutdown()
