@@ -14,7 +14,7 @@ def _schedule(T: int):
     try:
         from ltaug.diffusion.schedule import NoiseSchedule
 
-        return NoiseSchedule.linear(T=T, beta_1=1e-4 * 1000 / T, beta_T=min(0.02 * 1000 / T, 0.5))
+        return NoiseSchedule.linear(T=T, beta_1=1e-4, beta_T=min(0.02, 0.5 * T / 1000))  # scaled by 1000/T there
     except ImportError:  # the generator stage's schedule; same float64 buffers
         class _S:
             pass

@@ -72,7 +72,8 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
     sampler: "ddpm" = ancestral, all T steps, sigma_t^2 = beta_t (variance "large") or beta~_t ("small");
         "ddim" = `steps` steps, eta = 0 deterministic, eta = 1 with steps = T is ancestral DDPM with beta~_t.
     w: guidance weight (>= 0), eps~ = (1 + w) eps_c - w eps_null; scale s = 1 + w.
-    shape: (C, H, W) of one image; by default read from `net.in_channels` and `net.resolution`.
+    shape: (C, H, W) of one image; by default read from the net (`net.unet.config` of the ltaug UNet, or
+        `net.in_channels` / `net.resolution`).
     clip_x0: clamp the predicted x0 to [-1, 1] at every step (off: the published DDPM/DDIM samplers do not).
     callback(done_steps, total_steps) is called after every step.
     Returns float tensor [N, C, H, W] in [-1, 1] on `device`.
@@ -87,7 +88,9 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
         raise ValueError(f"{len(y)} labels but {len(seeds)} seeds")
     if shape is None:
         try:
-            shape = (int(net.in_channels), int(net.resolution), int(net.resolution))
+            cfg = net.unet.config if hasattr(net, "unet") else net  # a diffusers UNet2DModel keeps its config
+            shape = (int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size)) if hasattr(net, "unet") \
+                else (int(net.in_channels), int(net.resolution), int(net.resolution))
         except AttributeError:
             raise ValueError("pass shape=(C, H, W): the network has no in_channels/resolution attributes") from None
     device = torch.device(device)

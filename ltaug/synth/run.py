@@ -138,7 +138,7 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
     atomic_write_json(out / F.PLAN, plan.to_json())
     state = F.scan(out, list(gen.classes))
     dirs = F.class_dirs(list(gen.classes))
-    for d in {dirs[r.label] for r in plan.rows}:
+    for d in dirs:  # every class, even with nothing planned: `folder:OUT` then keeps the generator's label indices
         (out / d).mkdir(parents=True, exist_ok=True)
 
     want = plan.counts()
