@@ -1,0 +1,87 @@
+"""A classifier checkpoint, loading it back, and predicting with it.
+
+`checkpoint.pt` (written atomically, read with `weights_only=True`) holds
+  {"model": state_dict, "optimizer": state_dict, "epoch": epochs done, "meta": {...}, "recipe": resolved recipe dict,
+   "synthetic": [paths], "ltaug": version}
+where meta = {model, classes, in_chans, resolution, mean, std, counts (real training counts), train_counts (real +
+synthetic), normed_head, logit_scale}: everything needed to rebuild the model and feed it images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltaug.errors import LtaugError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """The checkpoint file for a classifier dir or a file path."""
+    path = Path(path).expanduser()
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict (weights_only). Raises LtaugError for a missing or unreadable file."""
+    file = checkpoint_path(path)
+    if not file.is_file():
+        raise LtaugError(f"no classifier checkpoint at {file}; expected a classifier folder (with {CHECKPOINT}, "
+                         f"written by `ltaug train-classifier`) or the checkpoint file itself")
+    try:
+        return torch.load(file, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a torn or foreign file
+        raise LtaugError(f"{file} is not a readable ltaug classifier checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode on `device`, meta) from a classifier folder or its checkpoint file.
+
+    meta: classes [C] names, in_chans, resolution, mean / std (per channel, [0, 1] units), counts (real training
+    counts per class), model (timm name), logit_scale (multiply logits by it before a softmax).
+    """
+    from ltaug.classify.models import build_model
+
+    ckpt = read_checkpoint(path, device)
+    meta = dict(ckpt["meta"])
+    model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"], normed_head=meta["normed_head"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), meta
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, device: str | torch.device = "cpu",
+                   batch_size: int = 256, amp: bool = True) -> np.ndarray:
+    """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (H = W = meta resolution, C = meta in_chans)."""
+    from ltaug.classify.augment import to_input
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != meta["in_chans"]:
+        raise LtaugError(f"classifier input must be uint8 [N, H, W, {meta['in_chans']}], got {images.dtype} "
+                         f"{images.shape}")
+    device = torch.device(device)
+    mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)
+    std = torch.tensor(meta["std"], dtype=torch.float32, device=device)
+    was_training = model.training
+    model.eval()
+    out = []
+    use_amp = amp and device.type == "cuda"
+    for i in range(0, len(images), batch_size):
+        x = to_input(torch.from_numpy(images[i:i + batch_size]).to(device), mean, std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, len(meta["classes"])), np.float32)
+
+
+def predict_proba(model: torch.nn.Module, meta: dict, images: np.ndarray, device: str | torch.device = "cpu",
+                  batch_size: int = 256) -> np.ndarray:
+    """Class probabilities float32 [N, C] (rows sum to 1) for uint8 images [N, H, W, C]."""
+    logits = torch.from_numpy(predict_logits(model, meta, images, device, batch_size))
+    return torch.softmax(logits * float(meta.get("logit_scale", 1.0)), dim=1).numpy()
