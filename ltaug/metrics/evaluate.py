@@ -96,33 +96,25 @@ def _counts_near(root: Path, classes: list[str]) -> tuple[list[int] | None, str]
 
 def _sample_generator(path: Path, num_samples: int, *, sampler: str, steps: int, w: float, eta: float, seed: int,
                       device: str, batch_size: int, progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], Any, dict]:
+    """Uniform labels (image i: label i mod C), seeds by the synthesis rule, through ltaug.synth.generate_images."""
     try:
         from ltaug.diffusion.checkpoint import load_generator
-        from ltaug.diffusion.sampler import sample, to_uint8
+        from ltaug.synth import generate_images
     except ImportError as e:
-        raise LtaugError(f"sampling from generator {path} needs ltaug.diffusion.checkpoint/sampler, not available in "
-                         f"this build ({e}); run `ltaug synthesize` and evaluate the synthetic folder instead") from None
-    import torch
-
-    from ltaug.progress import progress_bar
-
+        raise LtaugError(f"sampling from generator {path} needs ltaug.diffusion.checkpoint.load_generator and "
+                         f"ltaug.synth.generate_images, not available in this build ({e}); run `ltaug synthesize` "
+                         f"and evaluate the synthetic folder instead") from None
     g = load_generator(path, device=device, ema=True)
     c = g.num_classes
     labels = np.arange(num_samples, dtype=np.int64) % c  # uniform labels (method.md §5)
-    seeds = [seed + i for i in range(num_samples)]
-    out = []
-    with progress_bar(num_samples, "sample", "img", enabled=progress) as bar:
-        for s in range(0, num_samples, batch_size):
-            y = torch.as_tensor(labels[s:s + batch_size], device=device)
-            x = sample(g.net, g.schedule, y, seeds[s:s + batch_size], num_classes=c, sampler=sampler, steps=steps,
-                       eta=eta, w=w, device=device)
-            out.append(to_uint8(x))
-            bar.advance(len(y))
+    images = generate_images(g, labels.tolist(), sampler=sampler, steps=steps, w=w, eta=eta, device=device,
+                             batch_size=batch_size, seed=seed)
     protocol = {"source": "generator", "checkpoint": str(g.checkpoint_path), "checkpoint_sha256": g.checkpoint_sha256,
                 "checkpoint_step": int(g.step), "sampler": sampler, "steps": steps if sampler == "ddim" else None,
-                "eta": eta, "w": w, "labels": "uniform (i mod C)", "seeds": f"{seed} + i", "ema": True}
-    counts = list(map(int, g.counts)) if getattr(g, "counts", None) is not None else None
-    return np.concatenate(out), labels, list(g.classes), counts, protocol
+                "eta": eta, "w": w, "labels": "uniform (i mod C)", "seeds": f"synthesis rule, recipe seed {seed}",
+                "ema": True}
+    counts = [int(x) for x in g.counts] if getattr(g, "counts", None) is not None else None
+    return np.asarray(images), labels, list(g.classes), counts, protocol
 
 
 def load_generated(path: str | os.PathLike, num_samples: int | None, *, seed: int = 0, device: str = "cpu",
@@ -168,13 +160,13 @@ def load_generated(path: str | os.PathLike, num_samples: int | None, *, seed: in
         images, labels = images[keep], labels[keep]
     counts, counts_from = _counts_near(folder, ds.classes)
     protocol = {"source": "images", "path": str(p)}
-    plan = folder / "plan.json"
-    if plan.is_file():
+    settings = folder / "settings.json"  # written by `ltaug synthesize`: how every image of the folder was drawn
+    if settings.is_file():
         import json
 
-        meta = json.loads(plan.read_text())
-        protocol.update({k: meta[k] for k in ("sampler", "steps", "w", "eta", "checkpoint", "checkpoint_sha256")
-                         if k in meta})
+        meta = json.loads(settings.read_text())
+        protocol.update({k: meta[k] for k in ("checkpoint", "checkpoint_sha256", "step", "sampler", "steps", "eta",
+                                              "variance", "w", "seed", "filter") if k in meta})
     return {"images": images, "labels": labels, "classes": list(ds.classes), "train_counts": counts,
             "counts_from": counts_from, "protocol": protocol, "default_out": default_out}
 

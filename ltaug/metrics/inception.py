@@ -111,14 +111,27 @@ class FeatureNet:
                 "inception_weights": self.weights, "inception_weights_sha256": self.weights_sha256}
 
 
+_NETS: dict[tuple, FeatureNet] = {}
+
+
 def load_feature_net(weights: str | os.PathLike | None = None, *, mode: str = "clean", device: str = "cpu",
                      download: bool = True) -> FeatureNet:
-    """Load the Inception feature network on `device` (explicit: clean-fid itself would default to cuda)."""
-    import torch
+    """Load the Inception feature network on `device` (explicit: clean-fid itself would default to cuda).
 
+    Kept per process: TorchScript re-profiles a freshly loaded module on its first calls, which costs seconds.
+    """
     if mode not in MODES:
         raise LtaugError(f"FID mode '{mode}': expected one of {', '.join(MODES)}")
     path = find_weights(weights, download)
+    key = (str(path.resolve()), file_sha256(path), mode, str(device))
+    if key not in _NETS:
+        _NETS[key] = _load(path, mode, str(device))
+    return _NETS[key]
+
+
+def _load(path: Path, mode: str, device: str) -> FeatureNet:
+    import torch
+
     try:
         module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # a wrong file: state dict, truncated download, ...
