@@ -1,17 +1,95 @@
-"""The `generator` section of a recipe (torch-free). Owned by the generator stage; see method.md §1-§3, §5."""
+"""The `generator` section of a recipe (torch-free). Owned by the generator stage; see method.md §1-§3, §5.
+
+The defaults are the CPU recipe of the embedded MNIST-LT (mnist_lt is the default recipe); the CIFAR recipes set
+the published DDPM-CIFAR protocol (preset ddpm-cifar, lr 2e-4, warmup 5000, EMA 0.9999, 300k steps).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
-from ltaug.config_fields import opt
+from ltaug.config_fields import opt, section
+from ltaug.errors import LtaugError
+
+LOSSES = ("ddpm", "cbdm", "diffrop", "cbdm+diffrop")
+VARIANTS = ("hinge", "squared_hinge", "triplet", "plain")
+
+
+@dataclass
+class DiffropConfig:
+    variant: str = opt("hinge", "per-sample overlap term (method.md §3)", choices=VARIANTS)
+    distance: str = opt("mse", "D: mean squared difference of the two eps predictions, or the exact kernel KL",
+                        choices=("mse", "kl"))
+    tau: str = opt("increasing", "time weighting tau(t)", choices=("constant", "increasing", "decreasing", "kl"))
+    tau0: float = opt(1.0, "scale of tau(t)", min=0.0)
+    negatives: str = opt("uniform", "how the negative label y_neg != y is drawn",
+                         choices=("uniform", "frequency", "head", "all"))
+    stop_grad: str = opt("positive", "which prediction gets no gradient from the overlap term",
+                         choices=("positive", "negative", "none", "both_sided"))
+    gamma: float = opt(0.1, "weight of the overlap term: L = L_DM + gamma * L_overlap")
+    margin: Union[float, str] = opt(0.05, "margin m in the units of D, or 'auto' (calibrated on the model)")
+    auto_quantile: float = opt(0.9, "margin auto: the quantile of D taken as m", min=0.0)
+    auto_steps: int = opt(200, "margin auto: D is measured (no overlap loss) over the second half of the first "
+                          "auto_steps steps", min=2)
+    active_only: bool = opt(True, "recompute the negative branch with gradient only for pairs the loss still "
+                            "penalizes (same loss, fewer passes); false = the plain two-pass step")
+
+
+@dataclass
+class CbdmConfig:
+    tau: float = opt(1.0, "weight of the CBDM regularizer (its 1/4 commitment weight is fixed)", min=0.0)
+    y_prime: str = opt("frequency", "how y' is drawn: frequency (training from scratch) or uniform (fine-tuning)",
+                       choices=("frequency", "uniform"))
 
 
 @dataclass
 class GeneratorConfig:
-    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU), tiny (tests)",
+    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 1.1M), tiny (tests)",
                       choices=("ddpm-cifar", "small", "tiny"))
-    loss: str = opt("diffrop", "training loss", choices=("ddpm", "cbdm", "diffrop", "cbdm+diffrop"))
+    loss: str = opt("diffrop", "training loss", choices=LOSSES)
     steps: int = opt(3000, "optimizer steps", min=1)
     batch_size: int = opt(64, "images per optimizer step (all ranks together)", min=1)
     lr: float = opt(2e-4, "Adam learning rate", min=0.0)
+    T: int = opt(1000, "diffusion steps", min=2)
+    schedule: str = opt("linear", "beta schedule: linear (1e-4 to 0.02) or cosine", choices=("linear", "cosine"))
+    p_uncond: float = opt(0.1, "probability of dropping the label (null class) for classifier-free guidance", min=0.0)
+    label_dropout: str = opt("sample", "drop labels per sample, or for the whole batch at once (CBDM's code)",
+                             choices=("sample", "batch"))
+    hflip: bool = opt(False, "random horizontal flips (true for CIFAR; wrong for digits)")
+    ema_decay: float = opt(0.9999, "EMA decay; the effective decay ramps up as min(decay, (1+s)/(10+s))", min=0.0)
+    warmup: int = opt(5000, "linear learning-rate warmup steps", min=0)
+    grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)", min=0.0)
+    amp: str = opt("auto", "autocast: auto (bf16 on GPU, none on CPU), none, bf16, fp16 (GPU)",
+                   choices=("auto", "none", "bf16", "fp16"))
+    channels_last: bool = opt(False, "channels_last memory format (faster on GPU)")
+    compile: bool = opt(False, "torch.compile the network (slower on CPU)")
+    accum: int = opt(1, "gradient accumulation: micro-batches per optimizer step", min=1)
+    log_every: int = opt(10, "steps between metrics.jsonl records", min=1)
+    grid_every: int = opt(1000, "steps between class grid PNGs (0 = only at the end)", min=0)
+    grid_cols: int = opt(8, "samples per class in the grid", min=1)
+    grid_steps: int = opt(50, "DDIM steps for the grid", min=1)
+    grid_w: float = opt(1.0, "guidance w for the grid ((1+w) eps_c - w eps_null)", min=0.0)
+    ckpt_every: int = opt(1000, "steps between checkpoints (a checkpoint is always written at the end)", min=1)
+    keep_ckpts: int = opt(2, "checkpoints kept (the newest)", min=1)
+    diffrop: DiffropConfig = section(DiffropConfig, "the DiffROP overlap loss (loss: diffrop or cbdm+diffrop)")
+    cbdm: CbdmConfig = section(CbdmConfig, "the CBDM regularizer (loss: cbdm or cbdm+diffrop)")
+
+    def validate(self) -> None:
+        d = self.diffrop
+        if d.gamma < 0:
+            raise LtaugError(f"generator.diffrop.gamma {d.gamma}: must be >= 0 (it weights the overlap term)")
+        if isinstance(d.margin, str):
+            if d.margin != "auto":
+                raise LtaugError(f"generator.diffrop.margin '{d.margin}': expected a number >= 0 or 'auto'")
+        elif d.margin < 0:
+            raise LtaugError(f"generator.diffrop.margin {d.margin}: must be >= 0 (or 'auto')")
+        if not 0.0 <= d.auto_quantile <= 1.0:
+            raise LtaugError(f"generator.diffrop.auto_quantile {d.auto_quantile}: must be in [0, 1]")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise LtaugError(f"generator.p_uncond {self.p_uncond}: must be in [0, 1)")
+        if self.ema_decay >= 1.0:
+            raise LtaugError(f"generator.ema_decay {self.ema_decay}: must be < 1")
+        if self.batch_size % self.accum:
+            raise LtaugError(f"generator.batch_size {self.batch_size} must be divisible by generator.accum "
+                             f"{self.accum}")

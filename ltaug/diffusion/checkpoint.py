@@ -1,0 +1,144 @@
+"""Generator checkpoints: written atomically, the newest K kept, read back with `torch.load(weights_only=True)`.
+
+A checkpoint `generator/checkpoints/ckpt-NNNNNNN.pt` (N = optimizer steps done) is a dict of tensors and plain data:
+  model, ema        state dicts of the ClassConditionalUNet (raw and EMA weights)
+  optimizer, scaler optimizer and GradScaler state
+  step              optimizer steps done
+  rng               torch CPU (and CUDA) RNG states (the loop reseeds from (seed, rank, step), so these are informative)
+  config            the resolved recipe as a plain dict
+  meta              num_classes, classes, counts, channels, resolution, preset, T, schedule, margin, calibration
+  version           ltaug version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ltaug.errors import LtaugError
+
+CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:07d}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Checkpoint files in a folder, oldest (lowest step) first."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(state: dict, ckpt_dir: str | Path, keep: int) -> Path:
+    """Write `state` as ckpt-<step>.pt (temporary name, then rename) and delete all but the newest `keep`."""
+    from ltaug.rundir import atomic_torch_save
+
+    d = Path(ckpt_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / checkpoint_name(int(state["step"]))
+    atomic_torch_save(state, path)
+    for old in list_checkpoints(d)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file from: the file itself, a checkpoints folder, a generator folder, or a run folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise LtaugError(f"{p}: no such file or directory (expected a run dir, its generator/ dir or a ckpt-*.pt)")
+    for d in (p, p / "checkpoints", p / "generator" / "checkpoints"):
+        found = list_checkpoints(d)
+        if found:
+            return found[-1]
+    raise LtaugError(f"{p}: no generator checkpoint found (looked for generator/checkpoints/ckpt-*.pt); "
+                     f"train one with `ltaug train-generator --out {p}`")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint dict safely (weights_only=True); errors name the file."""
+    p = resolve_checkpoint(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file
+        raise LtaugError(f"{p}: not a readable ltaug checkpoint ({type(e).__name__}: {e})") from None
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedGenerator:
+    net: torch.nn.Module  # eval mode, on `device`
+    schedule: Any  # NoiseSchedule
+    num_classes: int
+    classes: list[str]
+    channels: int
+    resolution: int
+    step: int
+    checkpoint_path: Path
+    checkpoint_sha256: str
+    config: dict = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> LoadedGenerator:
+    """The trained network of a run dir / generator dir / checkpoints dir / ckpt file (EMA weights by default)."""
+    from ltaug.diffusion.schedule import NoiseSchedule
+    from ltaug.diffusion.unet import build_unet
+
+    ckpt_path = resolve_checkpoint(path)
+    state = load_checkpoint(ckpt_path)
+    meta = state.get("meta") or {}
+    try:
+        net = build_unet(meta["preset"], int(meta["num_classes"]), int(meta["channels"]), int(meta["resolution"]))
+        net.load_state_dict(state["ema" if ema else "model"])
+    except (KeyError, RuntimeError) as e:
+        raise LtaugError(f"{ckpt_path}: checkpoint does not match its own architecture record ({e})") from None
+    net = net.to(device).eval().requires_grad_(False)
+    schedule = NoiseSchedule.make(meta.get("schedule", "linear"), int(meta.get("T", 1000)))
+    return LoadedGenerator(net=net, schedule=schedule, num_classes=int(meta["num_classes"]),
+                           classes=list(meta.get("classes", [])), channels=int(meta["channels"]),
+                           resolution=int(meta["resolution"]), step=int(state.get("step", 0)),
+                           checkpoint_path=ckpt_path, checkpoint_sha256=sha256_of(ckpt_path),
+                           config=dict(state.get("config") or {}), counts=list(meta.get("counts", [])), meta=meta)
+
+
+def export_diffusers(net, meta: dict, out_dir: str | Path) -> Path:
+    """Save the inner diffusers UNet2DModel with `save_pretrained` (plus ltaug.json: classes, null label, schedule),
+    into a temporary folder first, then swap it in, so out_dir is never half-written."""
+    from ltaug.rundir import atomic_write_json
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.unet.save_pretrained(tmp)
+    atomic_write_json(tmp / "ltaug.json", {**meta, "null_class": meta.get("num_classes"),
+                                           "usage": "UNet2DModel.from_pretrained(dir)(x, t, class_labels=y).sample"})
+    old: Optional[Path] = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -1,0 +1,353 @@
+"""Training losses as pure functions in a registry (method.md §1-§3).
+
+Every loss has one signature, `fn(net, schedule, x0, y, generator, **kw) -> dict`:
+  net        eps-prediction network `net(x, t, y) -> eps`; label `num_classes` is the null class
+  schedule   a `NoiseSchedule`
+  x0         float [N, C, H, W] in [-1, 1]; y LongTensor [N] in [0, num_classes)
+  generator  a CPU `torch.Generator`: every random draw of the loss comes from it, in a fixed order
+             (t, eps, label dropout, then y' for CBDM, then y_neg for DiffROP), and is moved to x0's device
+and returns per-sample float32 tensors [N]: "loss" (what is averaged and minimized) and one entry per term ("dm",
+"cbdm", "overlap", and the diagnostics "D" (NaN where the label was dropped) and "active"). Keyword arguments a loss
+does not use are ignored, so a caller can pass one set of options to any loss. Fixed draws can be passed in (`t`,
+`eps`, `keep`, `y_prime`, `y_neg`) to evaluate a loss on chosen values (tests do).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from ltaug.errors import LtaugError
+
+LossFn = Callable[..., dict]
+LOSSES: dict[str, LossFn] = {}
+
+
+def register(name: str) -> Callable[[LossFn], LossFn]:
+    def deco(fn: LossFn) -> LossFn:
+        LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_loss(name: str) -> LossFn:
+    if name not in LOSSES:
+        raise LtaugError(f"generator.loss '{name}': unknown; valid: {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+# ----------------------------------------------------------------------------------------------- shared pieces
+
+
+def mse_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of (a - b)^2, float32 [N]."""
+    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+
+
+def _draw_common(schedule, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator, num_classes: int,
+                 p_uncond: float, label_dropout: str, t=None, eps=None, keep=None):
+    """t uniform in [0, T), eps ~ N(0, I), keep = label not dropped; y_in = y or the null class (method.md §1)."""
+    n, dev = x0.shape[0], x0.device
+    if t is None:
+        t = torch.randint(0, schedule.T, (n,), generator=generator)
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    if keep is None:
+        if label_dropout == "sample":
+            u = torch.rand(n, generator=generator)
+        elif label_dropout == "batch":  # CBDM's code: one draw drops the labels of the whole batch
+            u = torch.rand(1, generator=generator).expand(n)
+        else:
+            raise LtaugError(f"generator.label_dropout '{label_dropout}': expected sample or batch")
+        keep = u >= p_uncond
+    t, eps, keep = t.to(dev), eps.to(device=dev, dtype=x0.dtype), keep.to(dev)
+    y_in = torch.where(keep, y, torch.full_like(y, num_classes))
+    return t, eps, keep, y_in
+
+
+def _class_weights(counts, num_classes: int, name: str) -> torch.Tensor:
+    if counts is None or len(counts) != num_classes:
+        raise ValueError(f"{name} needs the per-class training counts (counts=[...] of length {num_classes})")
+    return torch.as_tensor(counts, dtype=torch.float64)
+
+
+def draw_y_prime(y: torch.Tensor, num_classes: int, mode: str, counts, generator: torch.Generator) -> torch.Tensor:
+    """CBDM's second label y' [N] (y' = y is possible): by training frequency, or uniform (method.md §2)."""
+    n = y.shape[0]
+    if mode == "frequency":
+        w = _class_weights(counts, num_classes, "cbdm y_prime=frequency")
+        yp = torch.multinomial(w, n, replacement=True, generator=generator)
+    elif mode == "uniform":
+        yp = torch.randint(0, num_classes, (n,), generator=generator)
+    else:
+        raise LtaugError(f"generator.cbdm.y_prime '{mode}': expected frequency or uniform")
+    return yp.to(y.device)
+
+
+def head_classes(counts, num_classes: int) -> list[int]:
+    """The most frequent third of the classes (at least one), most frequent first: the `head` negatives."""
+    order = sorted(range(num_classes), key=lambda c: (-counts[c], c))
+    return order[: max(1, math.ceil(num_classes / 3))]
+
+
+def negative_weights(num_classes: int, mode: str, counts=None) -> torch.Tensor:
+    """[C, C] float64: row y is the (unnormalized) distribution of y_neg given y; the diagonal is zero."""
+    c = num_classes
+    off = 1.0 - torch.eye(c, dtype=torch.float64)
+    if mode == "uniform":
+        return off
+    w = _class_weights(counts, c, f"diffrop negatives={mode}")
+    if mode == "frequency":
+        rows = w[None, :] * off
+    elif mode == "head":
+        # The head set without y; a head class itself draws from the head plus the next most frequent class.
+        order = sorted(range(c), key=lambda k: (-counts[k], k))
+        k = len(head_classes(counts, c))
+        rows = torch.zeros(c, c, dtype=torch.float64)
+        for yc in range(c):
+            cand = [j for j in order if j != yc][:k]
+            rows[yc, cand] = 1.0
+    else:
+        raise LtaugError(f"generator.diffrop.negatives '{mode}': expected uniform, frequency, head or all")
+    empty = rows.sum(1) == 0  # e.g. frequency when every other class has no image: fall back to uniform
+    rows[empty] = off[empty]
+    return rows
+
+
+def draw_negatives(y: torch.Tensor, num_classes: int, mode: str, counts, generator: torch.Generator) -> torch.Tensor:
+    """y_neg != y: LongTensor [N, K] (K = 1, or C - 1 for `all`)."""
+    n, c = y.shape[0], num_classes
+    if mode == "all":
+        shift = torch.arange(1, c, device=y.device)
+        return (y[:, None] + shift[None, :]) % c
+    if mode == "uniform":  # y + r mod C with r uniform in [1, C): uniform over the other classes
+        r = torch.randint(1, c, (n,), generator=generator).to(y.device)
+        return ((y + r) % c)[:, None]
+    rows = negative_weights(c, mode, counts)
+    return torch.multinomial(rows[y.cpu()], 1, generator=generator).to(y.device)
+
+
+def tau_of_t(kind: str, tau0: float, t: torch.Tensor, schedule, variance: str = "large") -> torch.Tensor:
+    """tau(t), float32 [N]: constant tau0; increasing tau0 t/T; decreasing tau0 (1 - t/T); kl tau0 lambda_t."""
+    T = schedule.T
+    tf = t.to(torch.float32)
+    if kind == "constant":
+        return torch.full_like(tf, tau0)
+    if kind == "increasing":
+        return tau0 * tf / T
+    if kind == "decreasing":
+        return tau0 * (1.0 - tf / T)
+    if kind == "kl":
+        return tau0 * schedule.kl_weight(t, variance).to(torch.float32)
+    raise LtaugError(f"generator.diffrop.tau '{kind}': expected constant, increasing, decreasing or kl")
+
+
+def distance(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, kind: str, schedule,
+             variance: str = "large") -> torch.Tensor:
+    """D between two eps predictions, float32 [N]: `mse` mean over pixels of (a - b)^2, or `kl` the exact KL of the
+    two reverse kernels, lambda_t * sum over pixels of (a - b)^2 (method.md §3)."""
+    d2 = (a.float() - b.float()).pow(2).flatten(1)
+    if kind == "mse":
+        return d2.mean(1)
+    if kind == "kl":
+        return schedule.kl_weight(t, variance).to(torch.float32) * d2.sum(1)
+    raise LtaugError(f"generator.diffrop.distance '{kind}': expected mse or kl")
+
+
+def _term(variant: str, m: float, D, dpos=None, dneg=None) -> torch.Tensor:
+    """The per-pair overlap term before tau(t) (method.md §3 table)."""
+    if variant == "hinge":
+        return torch.relu(m - D)
+    if variant == "squared_hinge":
+        return torch.relu(m - D).pow(2)
+    if variant == "triplet":
+        return torch.relu(dpos - dneg + m)
+    if variant == "plain":
+        return -torch.clamp(D, max=m)
+    raise LtaugError(f"generator.diffrop.variant '{variant}': expected hinge, squared_hinge, triplet or plain")
+
+
+def _active(variant: str, m: float, D, dpos, dneg) -> torch.Tensor:
+    """Pairs whose term still has a gradient (the others are `m` apart already)."""
+    if variant in ("hinge", "squared_hinge", "plain"):
+        return D < m
+    return dpos - dneg + m > 0  # triplet
+
+
+STOP_GRADS = ("positive", "negative", "none", "both_sided")
+
+
+def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, eps_pos: torch.Tensor,
+            y_neg: torch.Tensor, *, margin: Optional[float], variant: str = "hinge", distance_kind: str = "mse",
+            tau: str = "increasing", tau0: float = 1.0, stop_grad: str = "positive", active_only: bool = True,
+            variance: str = "large") -> dict:
+    """DiffROP's overlap term for M kept samples (method.md §3).
+
+    xt, eps, eps_pos: [M, C, H, W] (eps_pos = the positive prediction eps_theta(x_t, t, y) that L_DM computed);
+    t [M]; y_neg [M, K]. margin None = measure D only (for `margin: auto`), the term is then zero.
+    Returns float32 [M] tensors: "overlap" (mean over the K negatives of tau(t) * term), "D" (mean over K), "active"
+    (fraction of the K pairs with a gradient).
+    """
+    if stop_grad not in STOP_GRADS:
+        raise LtaugError(f"generator.diffrop.stop_grad '{stop_grad}': expected {', '.join(STOP_GRADS)}")
+    M, K = y_neg.shape
+    if M == 0:
+        z = eps_pos.new_zeros(0, dtype=torch.float32)
+        return {"overlap": z, "D": z, "active": z}
+    # Pairs: sample i against each of its K negatives, flattened to M*K.
+    rep = lambda v: v.repeat_interleave(K, dim=0) if K > 1 else v  # noqa: E731
+    xt_p, t_p, eps_p, pos_p, yn = rep(xt), rep(t), rep(eps), rep(eps_pos), y_neg.reshape(-1)
+    m = 0.0 if margin is None else float(margin)
+    triplet = variant == "triplet"
+
+    def dist(a, b):
+        return distance(a, b, t_p, distance_kind, schedule, variance)
+
+    with torch.no_grad():  # one pass for every pair, no graph
+        neg0 = net(xt_p, t_p, yn)
+        D0 = dist(pos_p, neg0)
+        dpos0 = dist(eps_p, pos_p) if triplet else None
+        dneg0 = dist(eps_p, neg0) if triplet else None
+    tau_t = tau_of_t(tau, tau0, t_p, schedule, variance)
+    if margin is None:
+        zero = torch.zeros(M * K, device=xt.device)
+        return {"overlap": zero.view(M, K).mean(1), "D": D0.view(M, K).mean(1), "active": zero.view(M, K).mean(1)}
+    act = _active(variant, m, D0, dpos0, dneg0) & (tau_t > 0)
+
+    if stop_grad == "negative":
+        neg = neg0  # only the true-label prediction moves: the negative pass needed no graph (3 + 1 passes)
+    elif active_only:
+        # Recompute with a graph only the pairs that are still penalized; the others have no gradient anyway.
+        idx = act.nonzero().squeeze(1)
+        neg = neg0
+        if idx.numel():
+            neg = neg0.index_copy(0, idx, net(xt_p[idx], t_p[idx], yn[idx]).to(neg0.dtype))
+    else:
+        neg = net(xt_p, t_p, yn)  # the plain two-pass step
+
+    def pair_term(a, b):
+        D = dist(a, b)
+        dpos = dist(eps_p, a) if triplet else None
+        dneg = dist(eps_p, b) if triplet else None
+        return _term(variant, m, D, dpos, dneg)
+
+    pos = pos_p
+    if stop_grad == "positive":
+        term = pair_term(pos.detach(), neg)
+    elif stop_grad == "negative":
+        term = pair_term(pos, neg.detach())
+    elif stop_grad == "none":
+        term = pair_term(pos, neg)
+    else:  # both_sided: CBDM's form, 1/4 commitment weight on the negative side
+        term = pair_term(pos, neg.detach()) + 0.25 * pair_term(pos.detach(), neg)
+    per_pair = tau_t * term
+    return {"overlap": per_pair.view(M, K).mean(1), "D": D0.view(M, K).mean(1),
+            "active": act.float().view(M, K).mean(1)}
+
+
+# ----------------------------------------------------------------------------------------------- the losses
+
+
+@register("ddpm")
+def ddpm_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
+              label_dropout: str = "sample", t=None, eps=None, keep=None, **_) -> dict:
+    """L_DM = mean over pixels of (eps - eps_theta(x_t, t, c~))^2, c~ = null with probability p_uncond."""
+    t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
+    xt = schedule.q_sample(x0, t, eps)
+    dm = mse_per_sample(net(xt, t, y_in), eps)
+    return {"loss": dm, "dm": dm}
+
+
+def _cbdm_term(net, schedule, xt, t, eps_pos, y_prime, keep, tau: float) -> torch.Tensor:
+    """tau (t/T) [||eps_y - sg(eps_y')||^2 + 1/4 ||sg(eps_y) - eps_y'||^2] for kept samples, 0 elsewhere."""
+    out = torch.zeros(xt.shape[0], device=xt.device)
+    idx = keep.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return out
+    e_y = eps_pos[idx]
+    e_yp = net(xt[idx], t[idx], y_prime[idx])
+    w = tau * t[idx].to(torch.float32) / schedule.T
+    reg = mse_per_sample(e_y, e_yp.detach()) + 0.25 * mse_per_sample(e_y.detach(), e_yp)
+    return out.index_copy(0, idx, w * reg)
+
+
+def _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, *, num_classes, counts, y_neg,
+                  margin, diffrop: dict) -> dict:
+    n = xt.shape[0]
+    nan = torch.full((n,), float("nan"), device=xt.device)
+    zero = torch.zeros(n, device=xt.device)
+    if num_classes < 2:  # no other class to separate from: the overlap term vanishes (DDPM exactly)
+        return {"overlap": zero, "D": nan, "active": zero}
+    if y_neg is None:
+        y_neg = draw_negatives(y, num_classes, diffrop.get("negatives", "uniform"), counts, generator)
+    y_neg = y_neg.view(n, -1).to(xt.device)
+    idx = keep.nonzero().squeeze(1)
+    o = overlap(net, schedule, xt[idx], t[idx], eps[idx], eps_pos[idx], y_neg[idx], margin=margin,
+                variant=diffrop.get("variant", "hinge"), distance_kind=diffrop.get("distance", "mse"),
+                tau=diffrop.get("tau", "increasing"), tau0=diffrop.get("tau0", 1.0),
+                stop_grad=diffrop.get("stop_grad", "positive"), active_only=diffrop.get("active_only", True),
+                variance=diffrop.get("variance", "large"))
+    return {"overlap": zero.index_copy(0, idx, o["overlap"]), "D": nan.index_copy(0, idx, o["D"]),
+            "active": zero.index_copy(0, idx, o["active"])}
+
+
+@register("cbdm")
+def cbdm_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
+              label_dropout: str = "sample", counts=None, cbdm_tau: float = 1.0, y_prime_mode: str = "frequency",
+              t=None, eps=None, keep=None, y_prime=None, **_) -> dict:
+    """L = L_DM + L_CBDM (method.md §2), the positive prediction shared by both terms."""
+    t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
+    xt = schedule.q_sample(x0, t, eps)
+    eps_pos = net(xt, t, y_in)
+    dm = mse_per_sample(eps_pos, eps)
+    if y_prime is None:
+        y_prime = draw_y_prime(y, num_classes, y_prime_mode, counts, generator)
+    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm_tau)
+    return {"loss": dm + cb, "dm": dm, "cbdm": cb}
+
+
+@register("diffrop")
+def diffrop_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
+                 label_dropout: str = "sample", counts=None, gamma: float = 0.1, margin: Optional[float] = 0.05,
+                 diffrop: Optional[dict] = None, t=None, eps=None, keep=None, y_neg=None, **_) -> dict:
+    """L = L_DM + gamma * L_overlap (method.md §3). `diffrop` holds variant, distance, tau, tau0, negatives,
+    stop_grad, active_only, variance; margin None measures D without the overlap term (margin auto)."""
+    t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
+    xt = schedule.q_sample(x0, t, eps)
+    eps_pos = net(xt, t, y_in)  # for kept samples this is eps_theta(x_t, t, y): reused as the positive branch
+    dm = mse_per_sample(eps_pos, eps)
+    o = _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, num_classes=num_classes,
+                      counts=counts, y_neg=y_neg, margin=margin, diffrop=diffrop or {})
+    return {"loss": dm + gamma * o["overlap"], "dm": dm, **o}
+
+
+@register("cbdm+diffrop")
+def cbdm_diffrop_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
+                      label_dropout: str = "sample", counts=None, cbdm_tau: float = 1.0,
+                      y_prime_mode: str = "frequency", gamma: float = 0.1, margin: Optional[float] = 0.05,
+                      diffrop: Optional[dict] = None, t=None, eps=None, keep=None, y_prime=None, y_neg=None,
+                      **_) -> dict:
+    """L = L_DM + L_CBDM + gamma * L_overlap."""
+    t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
+    xt = schedule.q_sample(x0, t, eps)
+    eps_pos = net(xt, t, y_in)
+    dm = mse_per_sample(eps_pos, eps)
+    if y_prime is None:
+        y_prime = draw_y_prime(y, num_classes, y_prime_mode, counts, generator)
+    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm_tau)
+    o = _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, num_classes=num_classes,
+                      counts=counts, y_neg=y_neg, margin=margin, diffrop=diffrop or {})
+    return {"loss": dm + cb + gamma * o["overlap"], "dm": dm, "cbdm": cb, **o}
+
+
+def loss_kwargs(gcfg, num_classes: int, counts, margin: Optional[float]) -> dict:
+    """The keyword arguments of any registered loss, from a recipe's `generator` section."""
+    d = gcfg.diffrop
+    return dict(num_classes=num_classes, p_uncond=gcfg.p_uncond, label_dropout=gcfg.label_dropout,
+                counts=list(counts), cbdm_tau=gcfg.cbdm.tau, y_prime_mode=gcfg.cbdm.y_prime, gamma=d.gamma,
+                margin=margin,
+                diffrop=dict(variant=d.variant, distance=d.distance, tau=d.tau, tau0=d.tau0, negatives=d.negatives,
+                             stop_grad=d.stop_grad, active_only=d.active_only))
