@@ -156,3 +156,44 @@ def test_features_equal_clean_fid_own_loop(sets, inception_weights):
                                  mode="clean", verbose=False, num=2)
     assert mine.shape == (2, 2048)
     np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(shared_data, tmp_path_factory):
+    """A real (tiny, 1-epoch) classifier from ltaug.classify, its classes deliberately in another order
+    (bird, automobile, airplane) than the synthetic folder's, so the overlap must map classes by name."""
+    from ltaug.classify.train import train_classifier
+    from ltaug.config import Recipe, from_dict
+
+    with np.load(shared_data / "cifar10_test.npz") as z:
+        images, labels, classes = z["images"], z["labels"], [str(c) for c in z["classes"]]
+    order = ["bird", "automobile", "airplane"]
+    keep = np.concatenate([np.flatnonzero(labels == classes.index(c))[10:30] for c in order])
+    new_labels = np.array([order.index(classes[y]) for y in labels[keep]])
+    root = tmp_path_factory.mktemp("clf")
+    npz = root / "train.npz"
+    np.savez(npz, images=images[keep], labels=new_labels, classes=np.array(order))
+    recipe = from_dict(Recipe, {"data": {"dataset": f"npz:{npz}", "test_dataset": f"npz:{npz}"},
+                                "classifier": {"model": "test_cifar_resnet", "epochs": 1, "batch_size": 30}})
+    train_classifier(recipe, root / "classifier-real", progress=False, device="cpu")
+    return root / "classifier-real"
+
+
+def test_overlap_with_a_trained_classifier(sets, classifier_dir, tmp_path):
+    from ltaug.classify import load_classifier, predict_proba
+    from ltaug.data import load_folder
+    from ltaug.metrics import evaluate, overlap_matrix
+
+    res = evaluate(sets["synth"], sets["ref"], "overlap", classifier=str(classifier_dir), out_dir=tmp_path,
+                   progress=False)
+    m = np.array(res["overlap"]["matrix"], dtype=float)
+    assert m.shape == (3, 3)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0)
+    # Same numbers by hand: the classifier's columns (bird, automobile, airplane) reordered to the folder's classes.
+    model, meta = load_classifier(classifier_dir)
+    ds = load_folder(sets["synth"])
+    probs = predict_proba(model, meta, ds.images)[:, [meta["classes"].index(c) for c in ds.classes]]
+    np.testing.assert_allclose(m, overlap_matrix(probs, ds.labels, 3))
+    lk = res["overlap"]["leakage"]
+    assert lk["few"]["leakage_into_head"] == pytest.approx(m[2, 0])  # bird (few) -> airplane (the only head class)
+    assert (tmp_path / "overlap.png").is_file() and "overall" not in res  # no Inception metrics were asked for
