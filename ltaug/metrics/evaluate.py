@@ -113,7 +113,7 @@ def _sample_generator(path: Path, num_samples: int, *, sampler: str, steps: int,
                 "checkpoint_step": int(g.step), "sampler": sampler, "steps": steps if sampler == "ddim" else None,
                 "eta": eta, "w": w, "labels": "uniform (i mod C)", "seeds": f"synthesis rule, recipe seed {seed}",
                 "ema": True}
-    counts = [int(x) for x in g.counts] if getattr(g, "counts", None) is not None else None
+    counts = [int(x) for x in g.counts] if getattr(g, "counts", None) else None  # [] = not stored
     return np.asarray(images), labels, list(g.classes), counts, protocol
 
 
