@@ -30,36 +30,64 @@ def _fit(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     return to_resolution(images, resolution, channels)
 
 
-def _read_folder(root: Path, classes: list[str], resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_image(p: Path, mode: str, resolution: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(p) as img:
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise LtaugError(f"--synthetic: {p} is not a readable image ({type(e).__name__}); remove it") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return arr if arr.shape[:2] == (resolution, resolution) else _fit(arr[None], resolution, channels)[0]
+
+
+def _folder_names(classes: list[str]) -> list[str]:
+    try:  # the synthesis stage's rule for a class's folder name (path characters replaced)
+        from ltaug.synth.folder import class_dirs
+
+        return class_dirs(classes)
+    except ImportError:
+        return list(classes)
+
+
+def _read_folder(root: Path, classes: list[str], resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images of a synthesis folder: the ones its manifest.jsonl lists (an image is done when both its line and its
+    PNG exist), or, without a manifest, every image in the class sub-folders."""
+    from ltaug.rundir import read_jsonl
+
+    names = _folder_names(classes)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
+    manifest = root / "manifest.jsonl"
+    if not class_dirs and not manifest.is_file():
         raise LtaugError(f"--synthetic {root}: no class sub-folders (expected {root}/CLASS_NAME/*.png, as written "
                          f"by `ltaug synthesize`)")
-    unknown = [d.name for d in class_dirs if d.name not in classes]
+    unknown = [d.name for d in class_dirs if d.name not in names]
+    files: list[tuple[Path, int]] = []
+    if manifest.is_file():
+        for r in read_jsonl(manifest):
+            if "path" not in r or "class" not in r:
+                continue
+            if r["class"] not in classes:
+                unknown.append(str(r["class"]))
+                continue
+            if (root / r["path"]).is_file():
+                files.append((root / r["path"], classes.index(r["class"])))
     if unknown:
-        raise LtaugError(f"--synthetic {root}: class folder(s) {', '.join(unknown[:5])} are not classes of the "
-                         f"dataset ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); use a "
-                         f"synthetic set generated for this dataset")
-    arrays, labels = [], []
+        shown = sorted(set(unknown))[:5]
+        raise LtaugError(f"--synthetic {root}: class(es) {', '.join(shown)} are not classes of the dataset "
+                         f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); use a synthetic set "
+                         f"generated for this dataset")
+    if not manifest.is_file():
+        for d in class_dirs:
+            label = names.index(d.name)
+            files += [(p, label) for p in sorted(d.iterdir())
+                      if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if not files:
+        raise LtaugError(f"--synthetic {root}: it holds no finished images (run `ltaug synthesize` to fill it)")
     mode = "L" if channels == 1 else "RGB"
-    for d in class_dirs:
-        label = classes.index(d.name)
-        for p in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")):
-            try:
-                with Image.open(p) as img:
-                    arr = np.asarray(img.convert(mode), dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
-                raise LtaugError(f"--synthetic: {p} is not a readable image ({type(e).__name__}); remove it") from None
-            arr = arr[:, :, None] if arr.ndim == 2 else arr
-            if arr.shape[:2] != (resolution, resolution):
-                arr = _fit(arr[None], resolution, channels)[0]
-            arrays.append(arr)
-            labels.append(label)
-    if not arrays:
-        raise LtaugError(f"--synthetic {root}: the class folders hold no images")
-    return np.stack(arrays), np.asarray(labels, dtype=np.int64)
+    images = np.stack([_read_image(p, mode, resolution, channels) for p, _ in files])
+    return images, np.asarray([label for _, label in files], dtype=np.int64)
 
 
 def load_synthetic(path: str | os.PathLike, classes: list[str], resolution: int, channels: int) -> LTDataset:

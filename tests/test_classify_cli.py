@@ -1,0 +1,73 @@
+"""`ltaug train-classifier`: bad input exits 2 with a message that names the fix; a real run with --compare."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ltaug.cli import app
+from ltaug.data import load_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: with other test processes on the same two cores, OpenMP's spinning threads run up to
+    10x slower than a single thread (measured here); restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "cifar_resnet33"], "cifar_resnet32"),  # close matches are listed
+    (["--loss", "focal"], "classifier.loss"),
+    (["--synthetic-ratio", "-1"], "--synthetic-ratio"),
+    (["--synthetic-mode", "half"], "synthetic_mode"),
+    (["--resume"], "--out"),
+])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, message):
+    result = runner.invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), *args]
+                           if args != ["--resume"] else ["train-classifier", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_synthetic_set_with_other_classes_exits_2(tmp_path):
+    cifar_like = np.zeros((10, 32, 32, 3), np.uint8)
+    np.savez(tmp_path / "cifar.npz", images=cifar_like, labels=np.arange(10),
+             classes=np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                               "truck"]))
+    result = runner.invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), "--synthetic",
+                                 str(tmp_path / "cifar.npz"), "--synthetic-ratio", "1", "--model",
+                                 "test_cifar_resnet", "--epochs", "1", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "differ from the dataset" in result.output
+    assert not (tmp_path / "run" / "classifier-synth" / "checkpoint.pt").exists()
+
+
+def test_cli_trains_with_synthetic_fill_and_compares(tmp_path):
+    pool = load_dataset("mnist-lt", "test")
+    np.savez(tmp_path / "s.npz", images=pool.images, labels=pool.labels, classes=np.array(pool.classes))
+    common = ["--out", str(tmp_path / "run"), "--model", "test_cifar_resnet", "--epochs", "1", "--device", "cpu",
+              "--no-progress", "--set", "classifier.flip=false"]
+    real = runner.invoke(app, ["train-classifier", *common])
+    assert real.exit_code == 0, real.output
+    synth = runner.invoke(app, ["train-classifier", *common, "--synthetic", str(tmp_path / "s.npz"),
+                                "--synthetic-mode", "fill", "--compare",
+                                str(tmp_path / "run" / "classifier-real" / "results.json")])
+    assert synth.exit_code == 0, synth.output
+    res = json.loads((tmp_path / "run" / "classifier-synth" / "results.json").read_text())
+    assert res["train_counts_synthetic"] == [0, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+    assert res["synthetic"]["mode"] == "fill" and res["name"] == "classifier-synth"
+    assert "gain" in synth.output and "overall" in synth.output
+    assert (tmp_path / "run" / "classifier-synth" / "gain_vs_classifier-real.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "config.yaml").is_file()
