@@ -138,8 +138,9 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
     atomic_write_json(out / F.PLAN, plan.to_json())
     state = F.scan(out, list(gen.classes))
     dirs = F.class_dirs(list(gen.classes))
-    for d in dirs:  # every class, even with nothing planned: `folder:OUT` then keeps the generator's label indices
-        (out / d).mkdir(parents=True, exist_ok=True)
+    for r in plan.rows:  # only classes that get images: `folder:OUT` refuses empty class folders
+        if r.new > 0:
+            (out / dirs[r.label]).mkdir(parents=True, exist_ok=True)
 
     want = plan.counts()
     done_k = {y: state.done_k(y) for y in want}

@@ -1,0 +1,273 @@
+"""`synthesize` end to end on a real (tiny, briefly trained) MNIST-LT generator: the folder, manifest and npz agree
+with each other and with `generate_images`; batch size and Ray workers never change an image; a kill -9 mid-run is
+resumed to exactly the plan; other settings are refused; the filter keeps the plan's counts; bad CLI input exits 2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ltaug.cli import app
+from ltaug.errors import LtaugError
+from ltaug.synth.folder import read_png
+
+runner = CliRunner()
+FAST = dict(steps=2, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory (config.yaml, generator/checkpoints/ckpt-*.pt in the generator stage's format) holding a real
+    tiny-preset UNet trained for a few DDPM-loss steps on MNIST-LT with the generator stage's own loss function."""
+    import torch
+
+    from ltaug.config import load_recipe
+    from ltaug.data import load_dataset
+    from ltaug.diffusion.checkpoint import save_checkpoint
+    from ltaug.diffusion.losses import get_loss
+    from ltaug.diffusion.schedule import NoiseSchedule
+    from ltaug.diffusion.unet import build_unet
+    from ltaug.rundir import init_run_dir
+
+    run = init_run_dir(tmp_path_factory.mktemp("synth") / "run", load_recipe(None))
+    ds = load_dataset("mnist-lt")
+    torch.manual_seed(0)
+    net = build_unet("tiny", 10, 1, 32)
+    schedule = NoiseSchedule.linear(1000)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    x0_all = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y_all = torch.from_numpy(ds.labels)
+    loss_fn = get_loss("ddpm")
+    steps = 4
+    for _ in range(steps):
+        idx = torch.randint(len(y_all), (8,), generator=g)
+        loss = loss_fn(net, schedule, x0_all[idx], y_all[idx], g, num_classes=10)["loss"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    meta = {"num_classes": 10, "classes": ds.classes, "counts": ds.counts, "channels": 1, "resolution": 32,
+            "preset": "tiny", "T": 1000, "schedule": "linear"}
+    save_checkpoint({"model": net.state_dict(), "ema": net.state_dict(), "step": steps, "config": {}, "meta": meta},
+                    run / "generator" / "checkpoints", keep=1)
+    return run
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_folder_manifest_npz_and_generate_images_agree(tiny_run, tmp_path):
+    from ltaug.diffusion.checkpoint import load_generator
+    from ltaug.synth import generate_images, synthesize
+
+    gen = load_generator(tiny_run, device="cpu")
+    out = tmp_path / "synth"
+    res = synthesize(tiny_run, out, per_class=3, classes=["9", "2"], batch_size=4, w=0.5, npz=True, **FAST)
+    assert res.counts == {2: 3, 9: 3} and res.generated == 6 and res.complete
+    recs = _manifest(out)
+    assert len(recs) == 6 and len({r["seed"] for r in recs}) == 6
+    assert sorted(os.listdir(out)) == ["2", "9", "manifest.jsonl", "plan.json", "settings.json", "synthetic.npz"]
+    pngs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert pngs == sorted(r["path"] for r in recs)
+    sha = _sha256(gen.checkpoint_path)
+    for r in recs:
+        assert r["path"] == f"{r['class']}/{r['seed']:08d}.png" and gen.classes[r["label"]] == r["class"]
+        assert r["seed"] == r["k"] * 10 + r["label"] and r["k"] in (0, 1, 2)
+        assert (r["checkpoint_sha256"], r["sampler"], r["steps"], r["w"], r["s"]) == (sha, "ddim", 2, 0.5, 1.5)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["total_new"] == 6 and [row["label"] for row in plan["rows"]] == [2, 9]
+    assert json.loads((out / "settings.json").read_text())["s"] == 1.5
+    # the files are exactly what generate_images draws for those (label, seed) pairs
+    labels, seeds = [r["label"] for r in recs], [r["seed"] for r in recs]
+    again = generate_images(gen, labels, seeds, steps=2, w=0.5, device="cpu", batch_size=6)
+    assert np.array_equal(again, np.stack([read_png(out / r["path"]) for r in recs]))
+    with np.load(out / "synthetic.npz") as z:
+        order = np.argsort(seeds)
+        assert np.array_equal(z["images"], again[order]) and z["labels"].tolist() == np.array(labels)[order].tolist()
+        assert z["classes"].tolist() == gen.classes and z["seeds"].tolist() == sorted(seeds)
+    from ltaug.data import load_dataset
+
+    ds = load_dataset(f"folder:{out}")
+    assert ds.classes == ["2", "9"] and ds.counts == [3, 3]
+    # running it again is a no-op; a bigger plan only adds
+    assert synthesize(tiny_run, out, per_class=3, classes=["9", "2"], batch_size=4, w=0.5, **FAST).generated == 0
+    more = synthesize(tiny_run, out, per_class=4, classes=["9", "2"], batch_size=3, w=0.5, **FAST)
+    assert more.generated == 2 and more.already_done == 6 and len(_manifest(out)) == 8
+
+
+def test_batch_size_never_changes_an_image(tiny_run, tmp_path):
+    from ltaug.synth import synthesize
+
+    kw = dict(per_class=2, classes=["0", "9"], w=1.0, **FAST)
+    synthesize(tiny_run, tmp_path / "a", batch_size=1, **kw)
+    synthesize(tiny_run, tmp_path / "b", batch_size=3, **kw)
+    files = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == 4
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_other_settings_are_refused_and_overwrite_starts_over(tiny_run, tmp_path):
+    from ltaug.synth import synthesize
+
+    out = tmp_path / "s"
+    synthesize(tiny_run, out, per_class=1, classes=["3"], **FAST)
+    with pytest.raises(LtaugError, match=r"w: folder has 0.0, this run asks 0.8.*--overwrite"):
+        synthesize(tiny_run, out, per_class=1, classes=["3"], w=0.8, **FAST)
+    with pytest.raises(LtaugError, match=r"steps: folder has 2, this run asks 3"):
+        synthesize(tiny_run, out, per_class=1, classes=["3"], steps=3, device="cpu", progress=False)
+    res = synthesize(tiny_run, out, per_class=1, classes=["4"], w=0.8, overwrite=True, **FAST)
+    assert res.generated == 1 and [r["class"] for r in _manifest(out)] == ["4"]
+    assert not (out / "3").exists()
+    with pytest.raises(LtaugError, match="holds 1 images of class '4' but the plan asks"):
+        synthesize(tiny_run, out, fill_to=1, classes=["4"], w=0.8, **FAST)  # class 4 has many real images: 0 asked
+
+
+def test_kill_minus_9_then_resume_gives_exactly_the_plan(tiny_run, tmp_path):
+    out = tmp_path / "synth"
+    cmd = [sys.executable, "-m", "ltaug", "synthesize", str(tiny_run), "--out", str(out), "--per-class", "3",
+           "--steps", "2", "--batch-size", "2", "--device", "cpu", "--quiet", "--no-npz"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", LTAUG_PLAIN_PROGRESS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(manifest.read_text().splitlines())
+    assert 4 <= done_at_kill < 30, f"the kill should land mid-run ({done_at_kill} of 30 images done)"
+    result = runner.invoke(app, cmd[3:])
+    assert result.exit_code == 0, result.output
+    recs = _manifest(out)
+    seeds = sorted(r["seed"] for r in recs)
+    assert seeds == list(range(30))  # 3 per class, k = 0..2, seed = k * 10 + label: exactly the plan
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(r["path"] for r in recs)
+    assert not list(out.rglob("*.tmp"))
+    # a resumed image equals the one an uninterrupted run draws
+    from ltaug.synth import generate_images
+
+    last = recs[-1]
+    img = generate_images(tiny_run, [last["label"]], [last["seed"]], steps=2, device="cpu")
+    assert np.array_equal(img[0], read_png(out / last["path"]))
+
+
+def test_two_ray_workers_draw_the_same_images_as_one(tiny_run, tmp_path):
+    import ray
+
+    from ltaug.synth import synthesize
+
+    import torch
+
+    kw = dict(per_class=2, classes=["1", "6", "8"], batch_size=2, w=0.3, **FAST)
+    # Each CPU worker gets cpus // workers = 1 thread here. CPU kernels round differently with another thread count
+    # (rarely one uint8 level), so the 1-worker reference runs with 1 thread too: then equality is exact.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = synthesize(tiny_run, tmp_path / "one", **kw)
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        two = synthesize(tiny_run, tmp_path / "two", workers=2, **kw)
+    finally:
+        ray.shutdown()
+    assert "2 Ray workers" in two.engine and one.counts == two.counts == {1: 2, 6: 2, 8: 2}
+    a, b = _manifest(tmp_path / "one"), _manifest(tmp_path / "two")
+    assert sorted(r["seed"] for r in a) == sorted(r["seed"] for r in b)
+    for r in a:
+        assert np.array_equal(read_png(tmp_path / "one" / r["path"]), read_png(tmp_path / "two" / r["path"])), r
+
+
+def test_cli_prints_the_plan_and_w_with_s(tiny_run, tmp_path):
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["synthesize", str(tiny_run), "--out", str(out), "--fill-to", "5", "--steps", "2",
+                                 "--w", "0.8", "--device", "cpu", "--classes", "8,9"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "synthesis plan (--fill-to 5)" in text and "guidance w = 0.8 (scale s = 1 + w = 1.8)" in text
+    counts = {json.loads(line)["class"] for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert counts <= {"8", "9"}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--per-class", "0"], "--per-class 0: must be a positive number"),
+    (["--per-class", "3", "--classes", "7,unicorn"], "unknown class name 'unicorn'"),
+    (["--per-class", "3", "--w", "-0.5"], "--w -0.5: the guidance weight must be >= 0"),
+    (["--fill-to", "-2"], "--fill-to -2: must be a positive number"),
+])
+def test_cli_bad_input_exits_2(tiny_run, tmp_path, args, msg):
+    result = runner.invoke(app, ["synthesize", str(tiny_run), "--out", str(tmp_path / "x"), "--device", "cpu", *args])
+    assert result.exit_code == 2, result.output
+    assert msg in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_cli_run_dir_without_checkpoint_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["synthesize", str(tmp_path / "empty"), "--per-class", "2", "--device", "cpu"])
+    assert result.exit_code == 2 and "checkpoint" in result.output.lower() and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory) -> Path:
+    """A real classifier (ltaug's test CIFAR ResNet) trained for one epoch on MNIST-LT."""
+    from ltaug.classify import train_classifier
+    from ltaug.config import load_recipe
+
+    recipe = load_recipe(None, ["classifier.model=test_cifar_resnet", "classifier.epochs=1", "classifier.flip=false",
+                                "classifier.crop_padding=0", "device=cpu"])
+    out = tmp_path_factory.mktemp("clf") / "classifier-real"
+    train_classifier(recipe, out, progress=False, device="cpu")
+    return out
+
+
+def test_filter_keeps_the_plans_counts_and_reports_rejections(tiny_run, tiny_classifier, tmp_path):
+    from ltaug.classify import load_classifier, predict_proba
+    from ltaug.synth import generate_images, synthesize
+    from ltaug.synth.plan import image_seed
+
+    label, n = 7, 3
+    pool = [image_seed(label, k, 10) for k in range(8)]
+    images = generate_images(tiny_run, [label] * 8, pool, steps=2, device="cpu")
+    model, meta = load_classifier(tiny_classifier)
+    conf = predict_proba(model, meta, images)[:, label]
+    top = np.sort(conf[:6])[::-1]
+    p = float((top[2] + top[3]) / 2)  # exactly 3 of the first 6 candidates pass
+    accepted = [k for k in range(8) if conf[k] >= p][:n]
+    tried = accepted[-1] + 1  # candidates are tried in k order until n pass
+    assert tried > n, "these seeds should include a rejection"
+    res = synthesize(tiny_run, tmp_path / "f", per_class=n, classes=[str(label)], filter_classifier=tiny_classifier,
+                     min_confidence=p, batch_size=2, **FAST)
+    recs = _manifest(tmp_path / "f")
+    assert res.counts == {label: n} and sorted(r["k"] for r in recs) == accepted
+    assert all(r["confidence"] >= p for r in recs)
+    rejected = [json.loads(line) for line in (tmp_path / "f" / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["k"] for r in rejected) == [k for k in range(tried) if k not in accepted]
+    assert res.rejection[label] == {"class": str(label), "tried": tried, "rejected": tried - n,
+                                    "rate": (tried - n) / tried}
+    assert json.loads((tmp_path / "f" / "settings.json").read_text())["filter"]["min_confidence"] == p
+    again = synthesize(tiny_run, tmp_path / "f", per_class=n, classes=[str(label)], filter_classifier=tiny_classifier,
+                       min_confidence=p, batch_size=2, **FAST)
+    assert again.generated == 0 and again.rejection[label]["tried"] == tried
+    # a threshold nothing passes: the filter gives up after filter_max_tries x the plan, and says what is missing
+    res = synthesize(tiny_run, tmp_path / "g", per_class=1, classes=[str(label)], filter_classifier=tiny_classifier,
+                     min_confidence=1.0, filter_max_tries=3, **FAST)
+    assert res.shortfall == {label: 1} and res.rejection[label]["tried"] == 3 and not res.complete
