@@ -55,18 +55,31 @@ def test_synthetic_set_with_other_classes_exits_2(tmp_path):
 
 
 def test_cli_trains_with_synthetic_fill_and_compares(tmp_path):
-    pool = load_dataset("mnist-lt", "test")
-    np.savez(tmp_path / "s.npz", images=pool.images, labels=pool.labels, classes=np.array(pool.classes))
+    # small npz sets cut from the real digits keep this test quick: 40 down to 2 training images per class
+    lt, pool = load_dataset("mnist-lt"), load_dataset("mnist-lt", "test")
+    keep = np.concatenate([np.flatnonzero(lt.labels == c)[:n] for c, n in
+                           enumerate([40, 30, 20, 15, 10, 8, 6, 4, 3, 2])])
+    test_idx = np.concatenate([np.flatnonzero(pool.labels == c)[:20] for c in range(10)])
+    synth_idx = np.setdiff1d(np.arange(len(pool)), test_idx)  # 80 per class, disjoint from the test images
+    for name, ds, idx in (("train", lt, keep), ("test", pool, test_idx), ("s", pool, synth_idx)):
+        np.savez(tmp_path / f"{name}.npz", images=ds.images[idx], labels=ds.labels[idx], classes=np.array(ds.classes))
     common = ["--out", str(tmp_path / "run"), "--model", "test_cifar_resnet", "--epochs", "1", "--device", "cpu",
-              "--no-progress", "--set", "classifier.flip=false"]
+              "--no-progress", "--dataset", f"npz:{tmp_path / 'train.npz'}",
+              "--set", f"data.test_dataset=npz:{tmp_path / 'test.npz'}", "--set", "classifier.flip=false"]
     real = runner.invoke(app, ["train-classifier", *common])
     assert real.exit_code == 0, real.output
+    first = json.loads((tmp_path / "run" / "classifier-real" / "results.json").read_text())
+    assert first["train_counts_real"] == [40, 30, 20, 15, 10, 8, 6, 4, 3, 2] and first["test_images"] == 200
+    again = runner.invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), "--resume", "--no-progress"])
+    assert again.exit_code == 0, again.output  # its own config.yaml: the same recipe, already finished
+    assert json.loads((tmp_path / "run" / "classifier-real" / "results.json").read_text())["confusion"] == \
+        first["confusion"]
     synth = runner.invoke(app, ["train-classifier", *common, "--synthetic", str(tmp_path / "s.npz"),
                                 "--synthetic-mode", "fill", "--compare",
                                 str(tmp_path / "run" / "classifier-real" / "results.json")])
     assert synth.exit_code == 0, synth.output
     res = json.loads((tmp_path / "run" / "classifier-synth" / "results.json").read_text())
-    assert res["train_counts_synthetic"] == [0, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+    assert res["train_counts_synthetic"] == [0, 10, 20, 25, 30, 32, 34, 36, 37, 38]
     assert res["synthetic"]["mode"] == "fill" and res["name"] == "classifier-synth"
     assert "gain" in synth.output and "overall" in synth.output
     assert (tmp_path / "run" / "classifier-synth" / "gain_vs_classifier-real.png").stat().st_size > 1000

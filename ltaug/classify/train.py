@@ -2,6 +2,7 @@
 
 `train_classifier(recipe, out_dir, synthetic=[...])` is what `ltaug train-classifier`, `ltaug run` and Ray Tune
 trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RUN/classifier-real/):
+  config.yaml          the resolved recipe this classifier was trained with
   checkpoint.pt        after every epoch (atomic), so `resume=True` continues the same run exactly
   metrics.jsonl        one line per epoch: loss, train accuracy, lr (and test accuracy when evaluated)
   results.json         top-1, many / medium / few, per-class accuracy, confusion matrix, what was trained on
@@ -106,7 +107,7 @@ def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str 
     from ltaug.classify.losses import make_loss
     from ltaug.classify.models import build_model, check_model_name, count_parameters
     from ltaug.classify.plots import plot_per_class_accuracy
-    from ltaug.config import to_dict
+    from ltaug.config import save_recipe, to_dict
     from ltaug.data import class_groups, load_from_config
     from ltaug.progress import progress_bar
     from ltaug.rundir import append_jsonl, atomic_torch_save, atomic_write_json
@@ -176,6 +177,7 @@ def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str 
     steps = max(1, n // batch if n % batch == 1 else math.ceil(n / batch))  # never a batch of 1 (BatchNorm)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, out_dir / "config.yaml")  # this classifier's own recipe (the run dir's may differ)
     with progress_bar(total=cfg.epochs * steps, desc=f"classifier {out_dir.name}", unit="step",
                       enabled=progress, completed=start_epoch * steps) as bar:
         for epoch in range(start_epoch, cfg.epochs):

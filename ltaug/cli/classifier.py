@@ -84,7 +84,7 @@ def train_classifier_cmd(
     seed: Annotated[Optional[int], typer.Option("--seed", help="global seed")] = None,
     device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue OUT/classifier-NAME/checkpoint.pt (needs --out; "
-                                         "the recipe defaults to OUT/config.yaml)")] = False,
+                                         "the recipe defaults to the one it was trained with)")] = False,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="another results.json: side-by-side table and "
                                                     "a per-class gain plot")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
@@ -102,8 +102,10 @@ def train_classifier_cmd(
         raise LtaugError("--resume needs --out DIR: the run directory whose classifier should continue")
     if compare is not None and not Path(compare).is_file():
         raise LtaugError(f"--compare {compare}: no such file; give another run's classifier-NAME/results.json")
-    if resume and recipe is None and (Path(out) / "config.yaml").is_file():
-        recipe = str(Path(out) / "config.yaml")
+    if resume and recipe is None:  # continue with the recipe the classifier was trained with
+        own = Path(out) / f"classifier-{name or ('synth' if synthetic else 'real')}" / "config.yaml"
+        recipe = str(own) if own.is_file() else (str(Path(out) / "config.yaml")
+                                                 if (Path(out) / "config.yaml").is_file() else None)
     r = resolve_recipe(recipe, set_, **{
         "classifier.synthetic_ratio": synthetic_ratio, "classifier.synthetic_mode": synthetic_mode,
         "classifier.synthetic_weight": synthetic_weight, "classifier.model": model,
