@@ -171,6 +171,14 @@ def test_unknown_model_lists_close_matches():
         check_model_name("cifar_resnet33")
 
 
+def test_pretrained_weights_offline_are_a_clear_error(monkeypatch):
+    from ltaug.classify.models import build_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the machine has no hub access either way; this makes it fail fast
+    with pytest.raises(LtaugError, match="--pretrained: could not fetch"):
+        build_model("resnet18", 10, 3, pretrained=True)
+
+
 def test_crop_flip_is_a_shifted_window_of_the_padded_image():
     from ltaug.classify.augment import crop_flip
 
