@@ -116,6 +116,7 @@ def test_cifar10_lt_through_torchvisions_reader(tmp_path, shared_data):
     # the same seed picks the same images; the test split is read as it is
     np.testing.assert_array_equal(ds.images, load_dataset("cifar10-lt", data_root=tmp_path, imbalance_ratio=10).images)
     assert len(load_dataset("cifar10-test", data_root=tmp_path)) == 20
+    assert load_dataset("cifar10-train", data_root=tmp_path).counts == [40] * 10  # balanced: the FID reference
 
 
 def test_cifar_missing_says_where_and_which_flag(tmp_path):

