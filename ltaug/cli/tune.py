@@ -1,11 +1,47 @@
-"""`ltaug tune`."""
+"""`ltaug tune SWEEP.yaml`: Ray Tune sweeps over recipe keys."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
 from ltaug.cli import app
-from ltaug.cli.common import not_built
+from ltaug.cli.common import OutOpt, console, handle_errors
 
 
-@app.command("tune", help="Sweep recipe keys (margin, tau schedule, synthetic ratio, ...) with Ray Tune.", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def tune_cmd() -> None:
-    not_built("tune", "the pipeline issue")
+@app.command("tune", help="Sweep recipe keys (margin, tau schedule, synthetic ratio, ...) with Ray Tune; writes the "
+                          "best configuration as a recipe.")
+@handle_errors
+def tune_cmd(
+    sweep: Annotated[str, typer.Argument(help="sweep YAML (path, or a built-in name from recipes/sweeps/)")],
+    out: OutOpt = None,
+    address: Annotated[Optional[str], typer.Option(help="join an existing Ray cluster (auto or HOST:PORT)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted sweep in --out")] = False,
+    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (default: all)")] = None,
+) -> None:
+    from rich.table import Table
+
+    from ltaug.errors import LtaugError
+    from ltaug.rundir import new_run_dir
+    from ltaug.tune import load_sweep, run_sweep
+
+    spec = load_sweep(sweep)
+    if resume and out is None:
+        raise LtaugError("--resume needs --out: the sweep directory to continue")
+    out_dir = out if out is not None else new_run_dir(None, f"tune-{spec.name}")
+    console.print(f"sweep directory: [bold]{out_dir}[/]")
+    result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus)
+    table = Table(title=f"sweep {spec.name}: {spec.mode} {spec.metric}")
+    keys = list(spec.space)
+    for k in keys + [spec.metric, "status"]:
+        table.add_column(k)
+    for t in result["trials"]:
+        m = t["metric"]
+        table.add_row(*[str(t["config"].get(k)) for k in keys], "–" if m is None else f"{m:.4g}",
+                      t["status"] if not t["error"] else f"[red]{t['error'][:60]}[/]")
+    console.print(table)
+    console.print(f"best: {result['best']['config']} -> {spec.metric} = {result['best']['metric']:.4g}")
+    console.print(f"best recipe: [bold]{result['best_recipe']}[/] (ltaug run --recipe {result['best_recipe']})")
+    console.print(f"plot: {Path(out_dir) / 'sweep.png'}")

@@ -1,0 +1,229 @@
+"""The run report: one self-contained report.html (images embedded) that says what a run did and what it gained.
+
+Sections: the results table (accuracy overall / many / medium / few with and without synthetic data, and the
+generator's metrics), the class histogram, the class grids, per-class accuracy with versus without synthetic data,
+training curves from metrics.jsonl, and the overlap heat-map. Each figure is also written as a PNG in report/.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+from ltaug.rundir import atomic_savefig, atomic_write_text, read_jsonl
+
+GROUPS = ("overall", "many", "medium", "few")
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _img_tag(path: Path, alt: str, width: str = "100%") -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_of(results: dict | None, group: str) -> float | None:
+    """Accuracy of one group from a classifier results.json (fractions in [0, 1])."""
+    if not results:
+        return None
+    acc = results.get("accuracy", results)
+    value = acc.get(group)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def gain_table(real: dict | None, synth: dict | None) -> list[dict]:
+    """Rows of {group, real, synth, gain} (percentage points) for overall / many / medium / few."""
+    rows = []
+    for g in GROUPS:
+        a, b = accuracy_of(real, g), accuracy_of(synth, g)
+        rows.append({"group": g, "real": a, "synth": b,
+                     "gain": (b - a) if a is not None and b is not None else None})
+    return rows
+
+
+def plot_per_class_comparison(real: dict, synth: dict, classes: list[str], groups: list[str],
+                              path: Path) -> None:
+    import numpy as np
+
+    from ltaug.data.plot import GROUP_COLORS
+
+    plt = _plt()
+    a = np.array(real["accuracy"]["per_class"], dtype=float) * 100
+    b = np.array(synth["accuracy"]["per_class"], dtype=float) * 100
+    x = np.arange(len(a))
+    fig, ax = plt.subplots(figsize=(max(6, 0.14 * len(a) + 3), 3.6), dpi=120)
+    ax.bar(x - 0.2, a, width=0.4, color="#bbbbbb", label="real only")
+    ax.bar(x + 0.2, b, width=0.4, color=[GROUP_COLORS.get(g, "#1f77b4") for g in groups],
+           label="real + synthetic (coloured by group)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("class (head to tail)")
+    if len(classes) <= 20:
+        ax.set_xticks(x, classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("per-class accuracy, with versus without synthetic data")
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_curves(records: list[dict], path: Path, title: str, x_key: str = "step") -> bool:
+    """Every numeric loss-like key of metrics.jsonl against the step (log scale where positive)."""
+    records = [r for r in records if x_key in r]
+    if len(records) < 2:
+        return False
+    keys = sorted({k for r in records for k, v in r.items()
+                   if isinstance(v, (int, float)) and k != x_key and ("loss" in k or k.startswith(("l_", "D", "acc")))})
+    if not keys:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    for k in keys[:8]:
+        pts = [(r[x_key], r[k]) for r in records if isinstance(r.get(k), (int, float))]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=k, lw=1.2)
+    if all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
+        ax.set_yscale("log")
+    ax.set_xlabel(x_key)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _fmt_gain(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:+.1f}"
+
+
+def _metrics_rows(evaluation: dict | None) -> list[tuple[str, str, str]]:
+    """(metric, group, value) rows from evaluate/results.json, whatever metrics it holds."""
+    rows: list[tuple[str, str, str]] = []
+    if not evaluation:
+        return rows
+    for name, entry in evaluation.get("metrics", {}).items():
+        if not isinstance(entry, dict):
+            continue
+        for group in ("overall", "many", "medium", "few"):
+            v = entry.get(group)
+            if isinstance(v, dict):
+                v = v.get("value", v.get(name))
+            if isinstance(v, (int, float)):
+                rows.append((name, group, f"{v:.4g}"))
+    return rows
+
+
+def build_report(run_dir: str | os.PathLike) -> Path:
+    """Write run_dir/report.html (and its PNGs in run_dir/report/) from whatever stages the run has."""
+    run = Path(run_dir)
+    out = run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    parts: list[str] = []
+    title = run.name
+
+    real = _load_json(run / "classifier-real" / "results.json")
+    synth = _load_json(run / "classifier-synth" / "results.json")
+    evaluation = _load_json(run / "evaluate" / "results.json")
+    summary = _load_json(run / "summary.json") or {}
+
+    # --- results
+    rows = gain_table(real, synth)
+    if real or synth:
+        body = "".join(f"<tr><td>{r['group']}</td><td>{_fmt_pct(r['real'])}</td><td>{_fmt_pct(r['synth'])}</td>"
+                       f"<td class='{'pos' if (r['gain'] or 0) > 0 else 'neg'}'>{_fmt_gain(r['gain'])}</td></tr>"
+                       for r in rows)
+        parts.append("<h2>Classifier accuracy (balanced test set, %)</h2><table><tr><th>group</th><th>real only</th>"
+                     f"<th>real + synthetic</th><th>gain (points)</th></tr>{body}</table>")
+    metric_rows = _metrics_rows(evaluation)
+    if metric_rows:
+        protocol = html.escape(json.dumps(evaluation.get("protocol", {}), indent=1))
+        body = "".join(f"<tr><td>{m}</td><td>{g}</td><td>{v}</td></tr>" for m, g, v in metric_rows)
+        parts.append(f"<h2>Generator metrics</h2><table><tr><th>metric</th><th>group</th><th>value</th></tr>{body}"
+                     f"</table><details><summary>protocol</summary><pre>{protocol}</pre></details>")
+    if summary.get("stages"):
+        body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in summary["stages"].items())
+        parts.append(f"<h2>Wall time per stage (s)</h2><table>{body}</table>")
+
+    # --- data
+    counts, classes = None, None
+    for res in (real, synth):
+        if res and res.get("train_counts"):
+            counts, classes = res["train_counts"], res.get("classes")
+            break
+    if counts is None and summary.get("train_counts"):
+        counts, classes = summary["train_counts"], summary.get("classes")
+    if counts:
+        from ltaug.data.plot import plot_class_histogram
+
+        classes = classes or [str(i) for i in range(len(counts))]
+        plot_class_histogram(counts, classes, out / "class_histogram.png")
+        parts.append("<h2>Training set</h2>" + _img_tag(out / "class_histogram.png", "class histogram", "70%"))
+
+    # --- class grids (latest)
+    grids = sorted((run / "generator" / "grids").glob("*.png")) if (run / "generator" / "grids").is_dir() else []
+    if grids:
+        parts.append(f"<h2>Class grid ({html.escape(grids[-1].stem)}), rows head to tail</h2>"
+                     + _img_tag(grids[-1], "class grid", "60%"))
+    synth_grid = run / "synth" / "grid.png"
+    if synth_grid.is_file():
+        parts.append("<h2>Synthetic samples</h2>" + _img_tag(synth_grid, "synthetic samples", "60%"))
+
+    # --- per-class accuracy
+    if real and synth and real.get("accuracy", {}).get("per_class") and synth.get("accuracy", {}).get("per_class"):
+        from ltaug.data import group_of
+
+        cls = real.get("classes") or [str(i) for i in range(len(real["accuracy"]["per_class"]))]
+        groups = group_of(real.get("train_counts") or counts or [0] * len(cls))
+        plot_per_class_comparison(real, synth, cls, groups, out / "per_class_accuracy.png")
+        parts.append("<h2>Per-class accuracy</h2>" + _img_tag(out / "per_class_accuracy.png", "per-class accuracy"))
+
+    # --- curves
+    gen_metrics = read_jsonl(run / "generator" / "metrics.jsonl")
+    if plot_curves(gen_metrics, out / "generator_curves.png", "generator training"):
+        parts.append("<h2>Generator training curves</h2>" + _img_tag(out / "generator_curves.png", "curves", "80%"))
+    for name in ("real", "synth"):
+        recs = read_jsonl(run / f"classifier-{name}" / "metrics.jsonl")
+        if plot_curves(recs, out / f"classifier_{name}_curves.png", f"classifier ({name})", x_key="epoch"):
+            parts.append(f"<h2>Classifier ({name}) curves</h2>"
+                         + _img_tag(out / f"classifier_{name}_curves.png", "curves", "80%"))
+
+    # --- overlap heat-map
+    for candidate in ("overlap.png", "overlap_matrix.png", "leakage.png"):
+        p = run / "evaluate" / candidate
+        if p.is_file():
+            parts.append("<h2>Overlap: where each class's synthetic images are classified</h2>"
+                         + _img_tag(p, "overlap heat-map", "60%"))
+            break
+
+    css = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}"
+           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 10px;"
+           "text-align:right}th{background:#f3f3f3}.pos{color:#080}.neg{color:#a00}h2{margin-top:1.6em}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ltaug report: {html.escape(title)}</title>"
+            f"<style>{css}</style></head><body><h1>ltaug run report</h1><p>run directory: <code>"
+            f"{html.escape(str(run))}</code></p>{''.join(parts) or '<p>no stage has finished yet</p>'}</body></html>")
+    path = run / "report.html"
+    atomic_write_text(path, page)
+    return path

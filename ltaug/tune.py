@@ -1,0 +1,242 @@
+"""Sweeps: Ray Tune over any recipe keys, each trial running the pipeline stages it needs through the library.
+
+A sweep file (recipes/sweeps/*.yaml):
+
+    recipe: mnist_lt                # the base recipe (name or path)
+    set: [generator.steps=600]      # fixed overrides for every trial
+    metric: accuracy.few            # accuracy.{overall,many,medium,few} (max) or fid / kid (min)
+    mode: max
+    scheduler: asha                 # asha (early stopping on the metric) or fifo
+    num_samples: 1                  # repeats of the grid (random spaces: number of draws)
+    max_concurrent: 2
+    resources: {cpu: 1, gpu: 0}     # per trial
+    space:                          # dotted recipe key -> {grid|choice: [...]} / {uniform|loguniform: [lo, hi]} / {randint: [lo, hi]}
+      generator.diffrop.margin: {grid: [0.005, 0.02, 0.08]}
+
+Which stages a trial runs follows from the swept keys: generator (or data) keys train one generator per trial;
+synth keys share one generator trained once before the trials; classifier keys share the generator and its samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltaug.errors import LtaugError
+
+SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+MIN_METRICS = ("fid", "kid")
+
+
+@dataclass
+class SweepSpec:
+    recipe: str = "mnist_lt"
+    set: list = field(default_factory=list)
+    metric: str = "accuracy.few"
+    mode: str = "max"
+    scheduler: str = "asha"
+    num_samples: int = 1
+    max_concurrent: int = 2
+    resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    space: dict = field(default_factory=dict)
+    grace_period: int = 1  # ASHA: reports a trial makes before it can be stopped
+    name: str = ""
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read and check a sweep file; every error names the key and the file."""
+    from ltaug.config import RECIPE_DIR, load_recipe
+
+    p = Path(path)
+    if not p.is_file() and (RECIPE_DIR / "sweeps" / f"{path}.yaml").is_file():
+        p = RECIPE_DIR / "sweeps" / f"{path}.yaml"
+    if not p.is_file():
+        names = ", ".join(sorted(x.stem for x in (RECIPE_DIR / "sweeps").glob("*.yaml")))
+        raise LtaugError(f"sweep file '{path}' not found; built-in sweeps: {names}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LtaugError(f"sweep file {p}: not valid YAML ({e})") from None
+    valid = {f.name for f in dataclasses.fields(SweepSpec)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise LtaugError(f"sweep file {p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(valid))}")
+    spec = SweepSpec(**raw)
+    spec.name = spec.name or p.stem
+    if not spec.space:
+        raise LtaugError(f"sweep file {p}: 'space' is empty; give at least one recipe key to sweep")
+    if spec.mode not in ("max", "min"):
+        raise LtaugError(f"sweep file {p}: mode '{spec.mode}' must be max or min")
+    if spec.scheduler not in ("asha", "fifo"):
+        raise LtaugError(f"sweep file {p}: scheduler '{spec.scheduler}' must be asha or fifo")
+    for key, dist in spec.space.items():
+        if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in SPACE_KINDS:
+            raise LtaugError(f"sweep file {p}: space key '{key}' needs one of {', '.join(SPACE_KINDS)}, "
+                             f"e.g. {{grid: [0.01, 0.1]}}")
+    # every swept key must exist in the recipe: resolve the base recipe with a first value of each
+    probe = [f"{k}={yaml.safe_dump(_first_value(v), default_flow_style=True).strip().removesuffix('...').strip()}"
+             for k, v in spec.space.items()]
+    load_recipe(spec.recipe, list(spec.set) + probe)
+    return spec
+
+
+def _first_value(dist: dict) -> Any:
+    kind, arg = next(iter(dist.items()))
+    if kind in ("grid", "choice"):
+        return arg[0]
+    if kind == "randint":
+        return int(arg[0])
+    return float(arg[0])
+
+
+def stages_for(space_keys: list[str]) -> str:
+    """'generator' if any generator/data/seed key is swept, else 'synth' if synth keys, else 'classifier'."""
+    if any(k.startswith(("generator.", "data.")) or k in ("seed",) for k in space_keys):
+        return "generator"
+    if any(k.startswith("synth.") for k in space_keys):
+        return "synth"
+    return "classifier"
+
+
+def _param_space(spec: SweepSpec) -> dict:
+    from ray import tune
+
+    make = {"grid": tune.grid_search, "choice": tune.choice,
+            "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(*a)}
+    return {key: make[kind](arg) for key, dist in spec.space.items() for kind, arg in dist.items()}
+
+
+def _trial_sets(config: dict) -> list[str]:
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in config.items()]
+
+
+def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
+    """The function trainable: resolve the trial's recipe, run the stages it needs, report through tune.report."""
+    base_sets = list(spec.set)
+
+    def trainable(config: dict) -> None:
+        from ray import tune
+
+        from ltaug.config import load_recipe
+        from ltaug.pipeline import run_pipeline
+
+        trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
+        trial_dir = Path(os.path.abspath(trial_dir)) / "run"
+        recipe = load_recipe(spec.recipe, base_sets + _trial_sets(config))
+
+        def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+            from ray.tune import Checkpoint
+
+            ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report(metrics, checkpoint=ckpt)
+
+        run_pipeline(recipe, trial_dir, progress=False, report=report,
+                     reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
+                     tune_metric=spec.metric)
+
+    return trainable
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | None = None, resume: bool = False,
+              num_cpus: int | None = None, progress: bool = True) -> dict:
+    """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}."""
+    import ray
+    from ray import tune
+
+    from ltaug.config import load_recipe, save_recipe
+    from ltaug.pipeline import prepare_shared
+
+    out = Path(os.path.abspath(out_dir))  # Ray changes a trial's working directory: absolute paths only
+    out.mkdir(parents=True, exist_ok=True)
+    stage = stages_for(list(spec.space))
+    shared: dict = {}
+    if stage in ("synth", "classifier"):
+        base = load_recipe(spec.recipe, list(spec.set))
+        shared = prepare_shared(base, out / "shared", upto=stage, progress=progress)
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+    trainable = tune.with_resources(make_trainable(spec, out, shared),
+                                    {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+    storage = str(out / "ray")
+    if resume and tune.Tuner.can_restore(os.path.join(storage, spec.name)):
+        tuner = tune.Tuner.restore(os.path.join(storage, spec.name), trainable, resume_errored=False,
+                                   restart_errored=False, resume_unfinished=True)
+    else:
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+        scheduler = (ASHAScheduler(grace_period=spec.grace_period, reduction_factor=2) if spec.scheduler == "asha"
+                     else FIFOScheduler())
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(spec),
+            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
+                                        num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent),
+            run_config=tune.RunConfig(name=spec.name, storage_path=storage, verbose=1 if progress else 0,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    trials = []
+    for r in grid:
+        row = {"config": dict(r.config or {}), "metric": (r.metrics or {}).get(spec.metric),
+               "status": "ERROR" if r.error else "OK", "error": str(r.error).splitlines()[0] if r.error else "",
+               "path": r.path}
+        trials.append(row)
+    ok = [t for t in trials if t["status"] == "OK" and isinstance(t["metric"], (int, float))]
+    if not ok:
+        raise LtaugError(f"every trial of sweep '{spec.name}' failed; see {storage}/{spec.name} for their errors")
+    best = (max if spec.mode == "max" else min)(ok, key=lambda t: t["metric"])
+    best_recipe = load_recipe(spec.recipe, list(spec.set) + _trial_sets(best["config"]))
+    best_path = out / "best_recipe.yaml"
+    save_recipe(best_recipe, best_path)
+    from ltaug.rundir import atomic_write_json
+
+    result = {"sweep": dataclasses.asdict(spec), "trials": trials, "best": best, "best_recipe": str(best_path),
+              "wall_s": time.perf_counter() - t0}
+    atomic_write_json(out / "sweep_results.json", result)
+    plot_sweep(spec, trials, out / "sweep.png")
+    return result
+
+
+def plot_sweep(spec: SweepSpec, trials: list[dict], path: Path) -> None:
+    """The metric against each swept key (one panel per key); failed trials marked on the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ltaug.rundir import atomic_savefig
+
+    keys = list(spec.space)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), dpi=120, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        xs = [t["config"].get(key) for t in trials if isinstance(t["metric"], (int, float))]
+        ys = [t["metric"] for t in trials if isinstance(t["metric"], (int, float))]
+        numeric = all(isinstance(x, (int, float)) for x in xs)
+        labels = xs if numeric else [str(x) for x in xs]
+        ax.scatter(labels, ys, color="#1f77b4", zorder=3)
+        failed = [t["config"].get(key) for t in trials if t["status"] == "ERROR"]
+        for f in failed:
+            ax.axvline(f if numeric and isinstance(f, (int, float)) else str(f), color="#d62728", ls=":", lw=1)
+        if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(spec.metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"sweep {spec.name} ({spec.mode} {spec.metric}; dotted red = failed trial)", fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
