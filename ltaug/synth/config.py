@@ -10,21 +10,24 @@ from ltaug.errors import LtaugError
 
 @dataclass
 class SynthConfig:
+    # CPU defaults for the embedded MNIST-LT (400 -> 4 per class): fill_to 100 draws 494 tail images; DDIM-10 with
+    # guidance on the `small` UNet is ~10k forward-image pairs, about 2 minutes on 2 CPU cores. Published CIFAR-LT
+    # settings: sampler ddpm (all 1000 steps), w 0.8 (DDPM) or 1.6 (CBDM), fill_to = the head count.
     per_class: int = opt(0, "new images for every class (0 = use fill_to)", min=0)
-    fill_to: int = opt(200, "top every class up to this many images, real ones included, so the head may get none "
+    fill_to: int = opt(100, "top every class up to this many images, real ones included, so the head may get none "
                             "(0 = use per_class)", min=0)
     classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
     sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=("ddpm", "ddim"))
-    steps: int = opt(20, "DDIM steps (ignored by ddpm, which always takes all T)", min=1)
+    steps: int = opt(10, "DDIM steps (ignored by ddpm, which always takes all T)", min=1)
     eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0)
     variance: str = opt("large", "DDPM step variance: large (sigma^2 = beta_t, the CIFAR default) or small "
                                  "(the posterior's beta~_t)", choices=("large", "small"))
-    w: float = opt(0.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
+    w: float = opt(1.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
                    min=0.0)
     batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1)
     workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1)
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
-    npz: bool = opt(True, "also write synthetic.npz (images, labels, classes, seeds, files)")
+    npz: bool = opt(False, "also write synthetic.npz (images, labels, classes, seeds, files)")
     filter_classifier: str = opt("", "keep only images this classifier (dir or checkpoint) assigns to their own label "
                                      "with probability >= min_confidence; empty = no filter")
     min_confidence: float = opt(0.5, "filter threshold on the classifier's probability of the image's own label",
