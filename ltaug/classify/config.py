@@ -21,8 +21,8 @@ class ClassifierConfig:
     model: str = opt("cifar_resnet8", "any timm model name; ltaug registers cifar_resnet8/20/32/44/56/110 "
                                       "(cifar_resnet32 is the published CIFAR-LT backbone)")
     pretrained: bool = opt(False, "load timm's pretrained weights (needs the Hugging Face hub)")
-    epochs: int = opt(15, "training epochs (the published CIFAR-LT recipe: 200)", min=1)
-    batch_size: int = opt(128, "images per step", min=1)
+    epochs: int = opt(10, "training epochs (the published CIFAR-LT recipe: 200)", min=1)
+    batch_size: int = opt(64, "images per step (the published CIFAR-LT recipe: 128)", min=1)
     lr: float = opt(0.1, "SGD learning rate after warmup", min=0.0)
     momentum: float = opt(0.9, "SGD momentum", min=0.0)
     weight_decay: float = opt(2e-4, "SGD weight decay", min=0.0)
