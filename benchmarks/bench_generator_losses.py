@@ -42,7 +42,7 @@ def main() -> None:
     sched = NoiseSchedule.linear()
     torch.manual_seed(0)
     net = build_unet(args.preset, C, ds.channels, ds.resolution)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(net.parameters(), lr=0.0)  # full Adam step, weights unchanged: D (so the active fraction) stays put
     g0 = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(ds), (args.batch,), generator=g0)
     x0, y = x_all[idx], y_all[idx]

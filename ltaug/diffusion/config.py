@@ -45,7 +45,7 @@ class CbdmConfig:
 
 @dataclass
 class GeneratorConfig:
-    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 1.1M), tiny (tests)",
+    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), tiny (tests)",
                       choices=("ddpm-cifar", "small", "tiny"))
     loss: str = opt("diffrop", "training loss", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)

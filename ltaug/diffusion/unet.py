@@ -23,7 +23,7 @@ PRESETS: dict[str, dict] = {
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
         dropout=0.1, attention_head_dim=None, norm_num_groups=32,
     ),
-    # A CPU-sized model (~2M parameters): attention only at 8x8, where it is cheap.
+    # A CPU-sized model (2.7M parameters): attention only at 8x8, where it is cheap.
     "small": dict(
         block_out_channels=(32, 64, 128), layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
