@@ -66,7 +66,8 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
     np.savez(tmp_path / "synth.npz", images=pool.images, labels=pool.labels, classes=np.array(pool.classes))
     sets = ["device=cpu", "classifier.model=test_cifar_resnet", "classifier.epochs=2", "classifier.batch_size=128",
             "classifier.loss=ldam_drw", "classifier.drw_start=0.5", "classifier.sampler=class_balanced",
-            "classifier.mixup_alpha=0.3", "classifier.randaugment=rand-m5-n1", "classifier.synthetic_ratio=0.5",
+            "classifier.mixup_alpha=0.3", "classifier.randaugment=rand-m5-n1", "classifier.synthetic_mode=ratio",
+            "classifier.synthetic_ratio=0.5",
             "classifier.synthetic_weight=0.5"]
     recipe = load_recipe(None, sets)
     synth = [tmp_path / "synth.npz"]

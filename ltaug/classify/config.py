@@ -42,10 +42,11 @@ class ClassifierConfig:
     drw_start: float = opt(0.8, "fraction of the epochs after which DRW weights apply (160 of 200)", min=0.0)
     sampler: str = opt("none", "none (shuffle), class_balanced (p ~ 1/n_c) or sqrt (p ~ 1/sqrt(n_c))",
                        choices=SAMPLERS)
-    synthetic_ratio: float = opt(0.0, "synthetic images per real image, per class, capped by what exists (0 = real "
-                                      "only)", min=0.0)
-    synthetic_mode: str = opt("ratio", "ratio: synthetic_ratio x real per class; fill: top every class up to the "
-                                       "head class's count", choices=("ratio", "fill"))
+    synthetic_ratio: float = opt(0.0, "synthetic_mode ratio: synthetic images per real image, per class, capped by "
+                                      "what exists (0 = real only)", min=0.0)
+    synthetic_mode: str = opt("fill", "fill: top every class up to the head class's count; ratio: synthetic_ratio "
+                                      "x real per class (only used when synthetic sets are given)",
+                              choices=("ratio", "fill"))
     synthetic_weight: float = opt(1.0, "loss weight of a synthetic image (a real one has 1)", min=0.0)
     crop_padding: int = opt(4, "random crop after zero padding by this many pixels (0 = no crop)", min=0)
     flip: bool = opt(True, "random horizontal flip (turn off for digits)")

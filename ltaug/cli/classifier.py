@@ -61,10 +61,11 @@ def train_classifier_cmd(
         "--synthetic", help="a synthetic set: a folder from `ltaug synthesize` (class sub-folders) or an npz; "
         "repeatable", rich_help_panel=_MIX)] = None,
     synthetic_ratio: Annotated[Optional[float], typer.Option(
-        "--synthetic-ratio", help="synthetic images per real image, per class, capped by what exists (0 = real only)",
+        "--synthetic-ratio", help="synthetic images per real image, per class, capped by what exists (0 = real only); implies "
+        "--synthetic-mode ratio",
         rich_help_panel=_MIX)] = None,
     synthetic_mode: Annotated[Optional[str], typer.Option(
-        "--synthetic-mode", help="ratio, or fill: top every class up to the head class's count",
+        "--synthetic-mode", help="fill (recipe default): top every class up to the head class's count; or ratio",
         rich_help_panel=_MIX)] = None,
     synthetic_weight: Annotated[Optional[float], typer.Option(
         "--synthetic-weight", help="loss weight of a synthetic image (real = 1)", rich_help_panel=_MIX)] = None,
@@ -106,6 +107,8 @@ def train_classifier_cmd(
         own = Path(out) / f"classifier-{name or ('synth' if synthetic else 'real')}" / "config.yaml"
         recipe = str(own) if own.is_file() else (str(Path(out) / "config.yaml")
                                                  if (Path(out) / "config.yaml").is_file() else None)
+    if synthetic_ratio is not None and synthetic_mode is None:
+        synthetic_mode = "ratio"  # a ratio given alone means ratio mode (the recipe default is fill)
     r = resolve_recipe(recipe, set_, **{
         "classifier.synthetic_ratio": synthetic_ratio, "classifier.synthetic_mode": synthetic_mode,
         "classifier.synthetic_weight": synthetic_weight, "classifier.model": model,
