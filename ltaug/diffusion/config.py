@@ -32,8 +32,9 @@ class DiffropConfig:
     auto_quantile: float = opt(0.9, "margin auto: the quantile of D taken as m", min=0.0)
     auto_steps: int = opt(200, "margin auto: D is measured (no overlap loss) over the second half of the first "
                           "auto_steps steps", min=2)
-    active_only: bool = opt(True, "recompute the negative branch with gradient only for pairs the loss still "
-                            "penalizes (same loss, fewer passes); false = the plain two-pass step")
+    active_only: bool = opt(True, "while fewer than 2/3 of the pairs are still penalized, recompute the negative "
+                            "branch with gradient only for those (same loss, fewer passes); false = always the plain "
+                            "two-pass step")
 
 
 @dataclass

@@ -216,6 +216,9 @@ def train_generator(recipe, run_dir: str | os.PathLike, *, resume: bool = False,
     margin: Optional[float] = None if margin_auto else (float(g.diffrop.margin) if "diffrop" in g.loss else None)
     calibration: Optional[dict] = None
     d_values: list[float] = []
+    # Active-only recompute costs 4 + 3a passes (a = fraction of pairs still penalized) against 6 for the two-pass
+    # step: it pays while a < 2/3. The choice uses the previous step's a (same loss and gradient either way).
+    last_active = 0.0
     if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -228,6 +231,7 @@ def train_generator(recipe, run_dir: str | os.PathLike, *, resume: bool = False,
         if margin_auto and calibration is not None:
             margin = float(calibration["margin"])
         d_values = list(meta.get("calibration_values", []))
+        last_active = float(meta.get("last_active", 0.0))
 
     train_net: torch.nn.Module = net
     if world > 1:
@@ -258,7 +262,8 @@ def train_generator(recipe, run_dir: str | os.PathLike, *, resume: bool = False,
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        m = dict(meta, margin=margin, calibration=calibration, calibration_values=list(d_values))
+        m = dict(meta, margin=margin, calibration=calibration, calibration_values=list(d_values),
+                 last_active=last_active)
         return {"model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(), "step": step, "rng": rng, "config": to_dict(recipe), "meta": m,
                 "version": __version__}
@@ -298,6 +303,8 @@ def train_generator(recipe, run_dir: str | os.PathLike, *, resume: bool = False,
             gen = torch.Generator().manual_seed(_mix(recipe.seed, rank, step, 1))
             calibrating = margin_auto and margin is None
             kw = dict(kw_base, margin=None if calibrating else margin)
+            if g.diffrop.active_only and "diffrop" in g.loss:
+                kw["diffrop"] = dict(kw["diffrop"], active_only=last_active < 2 / 3)
             terms: dict[str, float] = {}
             loss_total = 0.0
             for a in range(g.accum):
@@ -351,6 +358,7 @@ def train_generator(recipe, run_dir: str | os.PathLike, *, resume: bool = False,
 
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
+            last_active = terms.get("active", last_active)
             n_sums += 1
             if calibrating and step >= g.diffrop.auto_steps:
                 margin, calibration = _calibrate(d_values, g, world, dist, step)
