@@ -28,7 +28,7 @@ FAST = dict(steps=2, device="cpu", progress=False)
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory (config.yaml, generator/checkpoints/ckpt-*.pt in the generator stage's format) holding a real
-    tiny-preset UNet trained for a few DDPM-loss steps on MNIST-LT with the generator stage's own loss function."""
+    tiny-preset UNet trained for two DDPM-loss steps on MNIST-LT with the generator stage's own loss function."""
     import torch
 
     from ltaug.config import load_recipe
@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory) -> Path:
     x0_all = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 127.5 - 1
     y_all = torch.from_numpy(ds.labels)
     loss_fn = get_loss("ddpm")
-    steps = 4
+    steps = 2  # the synthesis tests need a real network in the real checkpoint format, not a good one
     for _ in range(steps):
         idx = torch.randint(len(y_all), (8,), generator=g)
         loss = loss_fn(net, schedule, x0_all[idx], y_all[idx], g, num_classes=10)["loss"].mean()
@@ -165,7 +165,7 @@ def test_kill_minus_9_then_resume_gives_exactly_the_plan(tiny_run, tmp_path):
     from ltaug.synth import generate_images
 
     last = recs[-1]
-    img = generate_images(tiny_run, [last["label"]], [last["seed"]], steps=2, device="cpu")
+    img = generate_images(tiny_run, [last["label"]], [last["seed"]], steps=last["steps"], w=last["w"], device="cpu")
     assert np.array_equal(img[0], read_png(out / last["path"]))
 
 
