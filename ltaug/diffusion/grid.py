@@ -22,7 +22,7 @@ def head_to_tail(counts: list[int]) -> list[int]:
 @torch.no_grad()
 def class_grid(net, schedule, counts: list[int], *, cols: int = 8, steps: int = 50, w: float = 1.0,
                device="cpu") -> np.ndarray:
-    """Sample the grid with DDIM (eta 0); returns uint8 [rows*H + pad, cols*W + pad, C] (2-pixel gaps)."""
+    """Sample the grid with DDIM (eta 0, predicted x0 clipped to [-1, 1]); returns uint8 [rows*H + pad, cols*W + pad, C] (2-pixel gaps)."""
     from ltaug.diffusion.sampler import sample, to_uint8
 
     order = head_to_tail(counts)
@@ -31,8 +31,9 @@ def class_grid(net, schedule, counts: list[int], *, cols: int = 8, steps: int = 
     was_training = net.training
     net.eval()
     try:
+        # x0 clipped at each step: a preview that stays readable early in training (the synth stage decides its own)
         x = sample(net, schedule, y, seeds, num_classes=len(counts), sampler="ddim", steps=min(steps, schedule.T),
-                   w=w, device=device)
+                   w=w, device=device, clip_x0=True)
     finally:
         net.train(was_training)
     imgs = to_uint8(x)  # [N, H, W, C]
