@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm/diffusers would otherwise retry the hub for ~45 s
 os.environ.setdefault("LTAUG_PLAIN_PROGRESS", "1")
+# Busy-waiting OpenMP threads slow torch up to 10x when another process shares the 2 cores (set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 
