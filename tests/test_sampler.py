@@ -138,6 +138,9 @@ def test_one_seed_per_image_whatever_the_batch(sampler):
         parts = [sample(net, s, y[i:i + bs], seeds[i:i + bs], **kw) for i in range(0, len(seeds), bs)]
         torch.testing.assert_close(torch.cat(parts), full, atol=1e-5, rtol=0)
         assert np.array_equal(to_uint8(torch.cat(parts)), to_uint8(full))
+    # NHWC strides are a speed option only
+    cl = sample(net.to(memory_format=torch.channels_last), s, y, seeds, channels_last=True, **kw)
+    torch.testing.assert_close(cl, full, atol=1e-5, rtol=0)
     # a permuted batch gives the same images, permuted
     perm = [3, 0, 6, 1, 5, 2, 4]
     shuffled = sample(net, s, y[perm], [seeds[i] for i in perm], **kw)

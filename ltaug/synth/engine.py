@@ -36,10 +36,11 @@ def draw(gen, labels: Sequence[int], seeds: Sequence[int], sample_kw: dict, devi
 
     out = []
     shape = (gen.channels, gen.resolution, gen.resolution)
+    net = gen.net.to(memory_format=torch.channels_last)  # ~1.2x faster convolutions on CPU; a no-op once done
     for i in range(0, len(labels), batch_size):
         y = torch.as_tensor(list(labels[i:i + batch_size]), dtype=torch.long)
-        x = sample(gen.net, gen.schedule, y, list(seeds[i:i + batch_size]), num_classes=gen.num_classes,
-                   device=device, shape=shape, **sample_kw)
+        x = sample(net, gen.schedule, y, list(seeds[i:i + batch_size]), num_classes=gen.num_classes,
+                   device=device, shape=shape, channels_last=True, **sample_kw)
         out.append(to_uint8(x))
     if not out:
         return np.zeros((0, gen.resolution, gen.resolution, gen.channels), np.uint8)
