@@ -1,0 +1,115 @@
+"""`ltaug tune`: a real local Ray started by the test, a 2-trial sweep with one trial failing on purpose, the best
+recipe, the plot, resuming an interrupted sweep, and bad sweep files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ltaug.errors import LtaugError
+from ltaug.tune import load_sweep, stages_for
+
+BASE_SET = [
+    "generator.preset=tiny", "generator.steps=6", "generator.batch_size=16", "generator.warmup=2",
+    "generator.grid_every=0", "generator.grid_steps=2", "generator.grid_cols=1",
+    "synth.fill_to=8", "synth.steps=2",
+    "classifier.epochs=1", "classifier.batch_size=64", "evaluate.metrics=[]",
+]
+
+
+def _write_sweep(path: Path, models: list[str], **extra) -> Path:
+    spec = {"recipe": "mnist_lt", "set": BASE_SET, "metric": "accuracy.overall", "mode": "max",
+            "scheduler": "fifo", "max_concurrent": 1, "resources": {"cpu": 1, "gpu": 0},
+            "space": {"classifier.model": {"grid": models}}, **extra}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_stages_follow_the_swept_keys():
+    assert stages_for(["generator.diffrop.margin"]) == "generator"
+    assert stages_for(["synth.w", "classifier.lr"]) == "synth"
+    assert stages_for(["classifier.synthetic_ratio"]) == "classifier"
+
+
+def test_builtin_sweeps_are_valid():
+    for name in ("margin", "tau_schedule", "synthetic_ratio", "gamma", "guidance", "negatives"):
+        spec = load_sweep(name)
+        assert spec.space and spec.metric
+
+
+def test_bad_sweep_files(tmp_path):
+    bad = _write_sweep(tmp_path / "a.yaml", ["test_cifar_resnet"])
+    spec = yaml.safe_load(bad.read_text())
+    spec["space"] = {"generator.not_a_key": {"grid": [1, 2]}}
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="generator.not_a_key"):
+        load_sweep(bad)
+    spec["space"] = {"classifier.lr": [0.1, 0.2]}
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="grid"):
+        load_sweep(bad)
+    spec["space"] = {"classifier.lr": {"grid": [0.1]}}
+    spec["metrc"] = "x"
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="unknown key 'metrc'"):
+        load_sweep(bad)
+    with pytest.raises(LtaugError, match="built-in sweeps: .*margin"):
+        load_sweep(tmp_path / "missing.yaml")
+
+
+def _tune_cmd(sweep: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ltaug", "tune", str(sweep), "--out", str(out), "--num-cpus", "2", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "LTAUG_PLAIN_PROGRESS": "1", "RAY_DEDUP_LOGS": "0",
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_sweep_with_a_failing_trial_then_resume_after_kill(tmp_path):
+    """Two trials share one generator and its samples; one names a model that does not exist and fails. The sweep
+    is killed (SIGKILL) after its first trial finishes, then resumed: every trial ends, the finished one is not
+    re-run, the failure is recorded, the best recipe is a valid recipe and the plot exists."""
+    sweep = _write_sweep(tmp_path / "sweep.yaml", ["test_cifar_resnet", "no_such_model_xyz"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_tune_cmd(sweep, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 400
+    first_done = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = list((out / "ray").glob("*/*/run/stages/classifier-synth.json"))
+            if done:
+                first_done = done[0]
+                break
+            time.sleep(1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert first_done is not None, "no trial finished before the deadline"
+    first_mtime = first_done.stat().st_mtime_ns
+    assert (out / "shared" / "stages" / "synth.json").is_file()  # one generator + samples for every trial
+
+    result = subprocess.run(_tune_cmd(sweep, out, "--resume"), env=_env(), capture_output=True, text=True,
+                            timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert first_done.stat().st_mtime_ns == first_mtime  # the finished trial was not re-run
+    res = json.loads((out / "sweep_results.json").read_text())
+    status = {t["config"]["classifier.model"]: t["status"] for t in res["trials"]}
+    assert status == {"test_cifar_resnet": "OK", "no_such_model_xyz": "ERROR"}
+    assert res["best"]["config"]["classifier.model"] == "test_cifar_resnet"
+    from ltaug.config import load_recipe
+
+    best = load_recipe(out / "best_recipe.yaml")
+    assert best.classifier.model == "test_cifar_resnet" and best.generator.preset == "tiny"
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
