@@ -82,6 +82,12 @@ def main() -> None:
                  "cond + null in one forward of 2N per step"))
     rows.append(("ddim_guided_two_calls", run(TwoCalls(net, args.classes), args.n, w=args.w, **ddim), args.n,
                  "cond and null as two forwards of N per step"))
+    # what ltaug synthesize does: net and x_t in NHWC strides (contiguous above)
+    cl_net = build_unet(args.preset, args.classes, args.channels, args.resolution).to(args.device).eval()
+    cl_net.load_state_dict(net.state_dict())
+    cl_net = cl_net.to(memory_format=torch.channels_last)
+    rows.append(("ddim_guided_batched_channels_last", run(cl_net, args.n, w=args.w, channels_last=True, **ddim),
+                 args.n, "as ltaug synthesize runs it: batched guidance, channels_last"))
     for name, sec, n, what in rows:
         print(json.dumps({"bench": "sampling", "case": name, "sampler": f"ddim-{args.steps}", "n": n,
                           "w": args.w if "guided" in name else 0.0, "seconds": round(sec, 3),
