@@ -109,19 +109,22 @@ def prepare_shared(recipe, shared_dir: Path, *, upto: str, progress: bool = True
     return out
 
 
-def _tune_report(report: Report | None, metric_prefix: str) -> Report | None:
-    """Forward a classifier's per-epoch metrics to Ray Tune under the names sweeps use (accuracy.few, ...)."""
+def _tune_report(report: Report | None, metric: str | None) -> Report | None:
+    """Forward a classifier's per-epoch test accuracy to Ray Tune as accuracy.overall / .many / .medium / .few.
+
+    Only epochs that carry the sweep's metric are forwarded (the classifier evaluates every `eval_every` epochs):
+    Tune requires the metric in every report, and ASHA compares trials on it."""
     if report is None:
         return None
 
     def forward(metrics: dict, checkpoint_dir: str | None = None) -> None:
         out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        acc = metrics.get("accuracy") if isinstance(metrics.get("accuracy"), dict) else None
         for g in ("overall", "many", "medium", "few"):
-            v = (acc or {}).get(g, metrics.get(f"test_{g}", metrics.get(f"acc_{g}")))
+            v = metrics.get(f"test_{g}")
             if isinstance(v, (int, float)):
-                out[f"{metric_prefix}{g}"] = float(v)
-        report(out, checkpoint_dir)
+                out[f"accuracy.{g}"] = float(v)
+        if metric is None or metric in out:
+            report(out, str(checkpoint_dir) if checkpoint_dir else None)
 
     return forward
 
@@ -168,7 +171,7 @@ def run_pipeline(recipe, run_dir: str | Path, *, progress: bool = True, report: 
                  lambda: run_classifier_stage(recipe, run, "real", [], progress=progress))
     synth = stage("classifier-synth",
                   lambda: run_classifier_stage(recipe, run, "synth", [synth_dir], progress=progress,
-                                               report=_tune_report(report, "accuracy.")))
+                                               report=_tune_report(report, tune_metric)))
     evaluation = None
     if recipe.evaluate.metrics:
         evaluation = stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run,

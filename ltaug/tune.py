@@ -192,7 +192,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     trials = []
     for r in grid:
         row = {"config": dict(r.config or {}), "metric": (r.metrics or {}).get(spec.metric),
-               "status": "ERROR" if r.error else "OK", "error": str(r.error).splitlines()[0] if r.error else "",
+               "status": "ERROR" if r.error else "OK", "error": _error_line(r.error),
                "path": r.path}
         trials.append(row)
     ok = [t for t in trials if t["status"] == "OK" and isinstance(t["metric"], (int, float))]
@@ -209,6 +209,15 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     atomic_write_json(out / "sweep_results.json", result)
     plot_sweep(spec, trials, out / "sweep.png")
     return result
+
+
+def _error_line(error: BaseException | None) -> str:
+    """The message a failed trial ended with (Ray wraps it in its own traceback text)."""
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return last.split("LtaugError: ", 1)[-1]
 
 
 def plot_sweep(spec: SweepSpec, trials: list[dict], path: Path) -> None:
