@@ -79,12 +79,11 @@ def run_evaluate_stage(recipe, generator_from: Path, run: Path, classifier: Path
     metrics = list(ev.metrics)
     if "overlap" in metrics and classifier is None:
         metrics.remove("overlap")
-    train = None
     return evaluate(generator_from, reference, metrics, ev.num_samples, out_dir=run / "evaluate",
                     reference_split=ev.reference_split, data_root=recipe.data.data_root or None,
                     inception_weights=ev.inception_weights or None, fid_mode=ev.fid_mode,
                     classifier=str(classifier) if classifier else None, device=_device(recipe),
-                    per_class=ev.per_class, train_counts=train, sampler=recipe.synth.sampler,
+                    per_class=ev.per_class, sampler=recipe.synth.sampler,
                     steps=recipe.synth.steps, w=recipe.synth.w, eta=recipe.synth.eta, seed=recipe.seed,
                     batch_size=ev.batch_size, pr_k=ev.pr_k, kid_subsets=ev.kid_subsets,
                     kid_subset_size=ev.kid_subset_size, min_samples=ev.min_samples, progress=progress)
@@ -131,11 +130,14 @@ def _tune_report(report: Report | None, metric: str | None) -> Report | None:
 
 def run_pipeline(recipe, run_dir: str | Path, *, progress: bool = True, report: Report | None = None,
                  reuse_generator: str | None = None, reuse_synth: str | None = None,
-                 tune_metric: str | None = None, resume: bool = True) -> dict:
+                 tune_metric: str | None = None, resume: bool = True,
+                 real_classifier: str | Path | None = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
     reuse_generator / reuse_synth: a run directory whose generator (and synthetic folder) to use instead of
-    training and sampling anew (sweeps over later stages). Under Ray Tune, `report` receives the synthetic-data
+    training and sampling anew (sweeps over later stages). real_classifier: an existing real-only classifier folder
+    (same data and classifier settings) used instead of training one: it gives the baseline accuracy and labels the
+    overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the synthetic-data
     classifier's per-epoch metrics, named accuracy.overall / .many / .medium / .few.
     """
     run = Path(run_dir).resolve()
@@ -167,16 +169,15 @@ def run_pipeline(recipe, run_dir: str | Path, *, progress: bool = True, report: 
     synth_dir = Path(reuse_synth) if reuse_synth else run / "synth"
     if not reuse_synth:
         stage("synth", lambda: run_synth_stage(recipe, generator_from, synth_dir, progress=progress))
-    real = stage("classifier-real",
-                 lambda: run_classifier_stage(recipe, run, "real", [], progress=progress))
-    synth = stage("classifier-synth",
+    real_dir = Path(real_classifier) if real_classifier else run / "classifier-real"
+    if not real_classifier:
+        stage("classifier-real", lambda: run_classifier_stage(recipe, run, "real", [], progress=progress))
+    stage("classifier-synth",
                   lambda: run_classifier_stage(recipe, run, "synth", [synth_dir], progress=progress,
                                                report=_tune_report(report, tune_metric)))
-    evaluation = None
     if recipe.evaluate.metrics:
-        evaluation = stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run,
-                                                                  run / "classifier-real", progress=progress))
-    summary = summarize(run, timings)
+        stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run, real_dir, progress=progress))
+    summary = summarize(run, timings, real_dir)
     from ltaug.report import build_report
 
     build_report(run)
@@ -184,7 +185,6 @@ def run_pipeline(recipe, run_dir: str | Path, *, progress: bool = True, report: 
         final = {f"accuracy.{g}": v for g, v in summary["accuracy_synth"].items() if v is not None}
         final.update({k: v for k, v in summary.get("generator_metrics", {}).items() if v is not None})
         report(final, None)
-    del real, synth, evaluation
     return summary
 
 
@@ -203,11 +203,11 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def summarize(run: Path, timings: dict[str, float]) -> dict:
+def summarize(run: Path, timings: dict[str, float], real_dir: Path | None = None) -> dict:
     """summary.json: accuracy with/without synthetic data, the gain, the generator's metrics, stage times."""
     from ltaug.report import accuracy_of
 
-    real = _read(run / "classifier-real" / "results.json")
+    real = _read((real_dir or run / "classifier-real") / "results.json")
     synth = _read(run / "classifier-synth" / "results.json")
     ev = _read(run / "evaluate" / "results.json") or {}
     groups = ("overall", "many", "medium", "few")

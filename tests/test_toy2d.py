@@ -11,78 +11,21 @@ null class is mostly head), and a margin too large for the guidance (MARGIN itse
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from torch import nn
 
-from ltaug.diffusion.losses import LOSSES
-from ltaug.diffusion.schedule import NoiseSchedule
+from ltaug.toy2d import T, energy_distance, sample_toy, train_toy
 
-T = 100
-HEAD_MEAN, HEAD_STD, N_HEAD, N_TAIL = 2.0, 1.5, 2000, 20
 MARGIN = 0.02  # works unguided (w = 0); MARGIN / (1 + w)^2 with guidance w
 W = 1.0
 
 
-class MLP(nn.Module):
-    """eps_theta(x [N,2], t [N], y [N] in {0 tail, 1 head, 2 null}) -> [N,2]."""
-
-    def __init__(self, hidden: int = 16):
-        super().__init__()
-        self.t_emb = nn.Embedding(T, hidden)
-        self.y_emb = nn.Embedding(3, hidden)
-        self.inp = nn.Linear(2, hidden)
-        self.body = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                                  nn.SiLU(), nn.Linear(hidden, 2))
-
-    def forward(self, x, t, y):
-        return self.body(self.inp(x) + self.t_emb(t) + self.y_emb(y))
+def train(loss: str, margin: float = MARGIN):
+    return train_toy(loss, margin=margin)
 
 
-def toy_data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    tail = torch.randn(N_TAIL, 2, generator=g)
-    head = HEAD_MEAN + HEAD_STD * torch.randn(N_HEAD, 2, generator=g)
-    return torch.cat([tail, head]), torch.cat([torch.zeros(N_TAIL), torch.ones(N_HEAD)]).long()
-
-
-def train(loss: str, margin: float = MARGIN, steps: int = 800, seed: int = 0) -> nn.Module:
-    x, y = toy_data()
-    sched = NoiseSchedule.linear(T)
-    torch.manual_seed(seed)
-    net = MLP()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed + 1)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (256,), generator=g)
-        out = LOSSES[loss](net, sched, x[idx], y[idx], g, num_classes=2, p_uncond=0.1, gamma=0.1, margin=margin,
-                           counts=[N_TAIL, N_HEAD], diffrop={"tau": "increasing", "negatives": "uniform"})
-        opt.zero_grad()
-        out["loss"].mean().backward()
-        opt.step()
-    return net.eval()
-
-
-@torch.no_grad()
-def sample_tail(net, n=2000, w=0.0, seed=5):
-    """Ancestral DDPM (sigma_t^2 = beta_t) with guidance (1 + w) eps_tail - w eps_null."""
-    s = NoiseSchedule.linear(T)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 2, generator=g)
-    tail, null = torch.zeros(n, dtype=torch.long), torch.full((n,), 2, dtype=torch.long)
-    for t in range(T - 1, -1, -1):
-        tt = torch.full((n,), t, dtype=torch.long)
-        eps = (1 + w) * net(x, tt, tail) - w * net(x, tt, null)
-        x = s.mean_from_eps(x, tt, eps)
-        if t > 0:
-            x = x + s.betas[t].float().sqrt() * torch.randn(n, 2, generator=g)
-    return x
-
-
-def energy_distance(a, b):
-    return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
+def sample_tail(net, w: float = 0.0):
+    return sample_toy(net, label=0, w=w)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +39,9 @@ def models():
 
 @pytest.fixture(scope="module")
 def true_tail():
-    return torch.randn(2000, 2, generator=torch.Generator().manual_seed(123))
+    from ltaug.toy2d import true_tail as draw
+
+    return draw()
 
 
 def test_diffrop_tail_is_closer_to_the_true_tail(models, true_tail):
