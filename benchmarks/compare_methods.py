@@ -1,0 +1,200 @@
+"""DDPM, CBDM and DiffROP side by side under one protocol, over several seeds (issue: evidence).
+
+Three scales:
+  toy      the 2-D Gaussian toy of method.md §3 (seconds): energy distance of each method's tail samples to the true
+           tail, the share of tail samples in the head's region, and a figure of the densities and samples.
+  mnist    the embedded MNIST-LT on the CPU: per seed, one real-only classifier; per method, a generator at the same
+           budget, the same synthesis plan, a classifier on real + synthetic data, and the overlap diagnostics
+           (share of synthetic images that the real-only classifier assigns to another class, per group).
+  cifar10  the same on CIFAR-10-LT (../shared/data npz) with the ddpm-cifar preset: a GPU job.
+
+Prints one JSON line per (method, seed) and writes OUT/results.json, OUT/results.md (mean +- std per method and
+group) and, for toy, OUT/toy2d.png.
+
+  python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 --out runs/compare-toy
+  python benchmarks/compare_methods.py --scale mnist --seeds 0 1 2 --out runs/compare-mnist
+  python benchmarks/compare_methods.py --scale cifar10 --seeds 0 1 2 --out runs/compare-cifar10 \
+      --set generator.steps=50000 --set data.dataset=npz:../shared/data/cifar10_lt_r100_train.npz \
+      --set data.test_dataset=npz:../shared/data/cifar10_test.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+METHODS = ("ddpm", "cbdm", "diffrop")
+GROUPS = ("overall", "many", "medium", "few")
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    m = statistics.fmean(values)
+    s = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{m:.3f} ± {s:.3f}"
+
+
+# ----------------------------------------------------------------------------------------------- toy
+
+
+def run_toy(seeds: list[int], methods: list[str], out: Path, steps: int, margin: float) -> list[dict]:
+    import torch
+
+    from ltaug.toy2d import HEAD_MEAN, HEAD_STD, energy_distance, sample_toy, toy_data, train_toy, true_tail
+
+    torch.set_num_threads(1)
+    ref = true_tail()
+
+    def in_head_region(x: torch.Tensor) -> float:
+        # the true densities decide: N((2,2), 1.5^2 I) above N((0,0), I)
+        log_tail = -0.5 * (x ** 2).sum(1)
+        log_head = -0.5 * ((x - HEAD_MEAN) ** 2).sum(1) / HEAD_STD ** 2 - 2 * torch.log(torch.tensor(HEAD_STD))
+        return float((log_head > log_tail).float().mean())
+
+    rows, samples = [], {}
+    for seed in seeds:
+        for method in methods:
+            t0 = time.perf_counter()
+            net = train_toy(method, margin=margin, steps=steps, seed=seed, data_seed=seed)
+            tail = sample_toy(net, label=0, seed=100 + seed)
+            row = {"scale": "toy", "method": method, "seed": seed, "energy_distance": energy_distance(tail, ref),
+                   "tail_in_head_region": in_head_region(tail), "tail_mean": tail.mean(0).tolist(),
+                   "seconds": time.perf_counter() - t0}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            if seed == seeds[0]:
+                samples[method] = tail[:600]
+    _toy_figure(samples, toy_data(seeds[0]), out / "toy2d.png", margin)
+    return rows
+
+
+def _toy_figure(samples: dict, data, path: Path, margin: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ltaug.rundir import atomic_savefig
+    from ltaug.toy2d import HEAD_MEAN, HEAD_STD
+
+    x, y = data
+    grid = np.linspace(-4, 7, 200)
+    gx, gy = np.meshgrid(grid, grid)
+    tail_pdf = np.exp(-0.5 * (gx ** 2 + gy ** 2))
+    head_pdf = np.exp(-0.5 * ((gx - HEAD_MEAN) ** 2 + (gy - HEAD_MEAN) ** 2) / HEAD_STD ** 2)
+    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(3.4 * (len(samples) + 1), 3.4), dpi=120, sharey=True)
+    axes[0].scatter(x[y == 1, 0], x[y == 1, 1], s=2, c="#1f77b4", alpha=0.3, label="head (2000)")
+    axes[0].scatter(x[y == 0, 0], x[y == 0, 1], s=14, c="#d62728", label="tail (20)")
+    axes[0].set_title("training data")
+    axes[0].legend(fontsize=7, loc="upper left")
+    for ax, (method, s) in zip(axes[1:], samples.items()):
+        s = s.numpy()
+        ax.scatter(s[:, 0], s[:, 1], s=2, c="#d62728", alpha=0.4)
+        ax.set_title(f"{method}: generated tail" + (f" (m={margin})" if "diffrop" in method else ""))
+    for ax in axes:
+        ax.contour(gx, gy, tail_pdf, levels=[0.05, 0.3, 0.7], colors="#d62728", linewidths=0.7)
+        ax.contour(gx, gy, head_pdf, levels=[0.05, 0.3, 0.7], colors="#1f77b4", linewidths=0.7)
+        ax.set_xlim(-4, 7)
+        ax.set_ylim(-4, 7)
+        ax.set_aspect("equal")
+    fig.suptitle("2-D toy: true tail N(0, I) (red contours), head N((2,2), 1.5² I) (blue), imbalance 100", fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def toy_table(rows: list[dict], methods: list[str]) -> str:
+    lines = ["| method | energy distance to true tail (lower is better) | tail samples in head region | seconds |",
+             "|---|---|---|---|"]
+    for m in methods:
+        r = [x for x in rows if x["method"] == m]
+        lines.append(f"| {m} | {_mean_std([x['energy_distance'] for x in r])} | "
+                     f"{_mean_std([x['tail_in_head_region'] for x in r])} | {_mean_std([x['seconds'] for x in r])} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets: list[str]) -> list[dict]:
+    from ltaug.config import load_recipe
+    from ltaug.pipeline import run_classifier_stage, run_pipeline, stage_done, _finish
+    from ltaug.rundir import init_run_dir
+
+    base = "mnist_lt" if scale == "mnist" else "cifar10_lt"
+    rows = []
+    for seed in seeds:
+        # one real-only classifier per seed, shared by every method (the baseline and the overlap judge)
+        real_run = out / f"seed{seed}" / "real"
+        recipe = load_recipe(base, sets + [f"seed={seed}"])
+        if not stage_done(real_run, "classifier-real"):
+            init_run_dir(real_run, recipe)
+            t0 = time.perf_counter()
+            run_classifier_stage(recipe, real_run, "real", [], progress=False)
+            _finish(real_run, "classifier-real", time.perf_counter() - t0)
+        for method in methods:
+            recipe = load_recipe(base, sets + [f"seed={seed}", f"generator.loss={method}"])
+            run = out / f"seed{seed}" / method
+            summary = run_pipeline(recipe, run, progress=False, real_classifier=real_run / "classifier-real")
+            ev = json.loads((run / "evaluate" / "results.json").read_text()) if (run / "evaluate").is_dir() else {}
+            leakage = (ev.get("overlap") or {}).get("leakage", {})
+            row = {"scale": scale, "method": method, "seed": seed,
+                   "acc_real": summary["accuracy_real"], "acc_synth": summary["accuracy_synth"],
+                   "gain": summary["gain"], "stages_s": summary["stages"],
+                   "leakage_into_head": {g: (leakage.get(g) or {}).get("leakage_into_head") for g in GROUPS[1:]},
+                   "agreement": {g: (leakage.get(g) or {}).get("agreement") for g in GROUPS[1:]},
+                   "kid": (ev.get("overall") or {}).get("kid"), "fid": (ev.get("overall") or {}).get("fid")}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def image_table(rows: list[dict], methods: list[str]) -> str:
+    lines = ["| method | acc overall | acc many | acc medium | acc few | few: leakage into head | "
+             "few: classified as own class | generator s |", "|---|---|---|---|---|---|---|---|"]
+    real = [x["acc_real"] for x in rows if x["method"] == methods[0]]
+    lines.append("| real only | " + " | ".join(_mean_std([r[g] for r in real]) for g in GROUPS) + " | – | – | – |")
+    for m in methods:
+        r = [x for x in rows if x["method"] == m]
+        accs = " | ".join(_mean_std([x["acc_synth"][g] for x in r]) for g in GROUPS)
+        lines.append(f"| real + {m} | {accs} | {_mean_std([x['leakage_into_head']['few'] for x in r])} | "
+                     f"{_mean_std([x['agreement']['few'] for x in r])} | "
+                     f"{_mean_std([x['stages_s'].get('generator') for x in r])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", choices=("toy", "mnist", "cifar10"), default="toy")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe overrides for every run")
+    ap.add_argument("--toy-steps", type=int, default=800)
+    ap.add_argument("--toy-margin", type=float, default=0.02)
+    args = ap.parse_args()
+    out = (args.out or Path("runs") / f"compare-{args.scale}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.scale == "toy":
+        rows = run_toy(args.seeds, args.methods, out, args.toy_steps, args.toy_margin)
+        table = toy_table(rows, args.methods)
+    else:
+        rows = run_images(args.scale, args.seeds, args.methods, out, args.sets)
+        table = image_table(rows, args.methods)
+    from ltaug.rundir import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "results.json", {"scale": args.scale, "seeds": args.seeds, "sets": args.sets,
+                                             "rows": rows, "wall_s": time.perf_counter() - t0})
+    atomic_write_text(out / "results.md", table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
