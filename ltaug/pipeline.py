@@ -227,7 +227,7 @@ def summarize(run: Path, timings: dict[str, float], real_dir: Path | None = None
                 gen_metrics[f"overlap.{k}"] = v
     summary = {"run_dir": str(run), "accuracy_real": acc_real, "accuracy_synth": acc_synth, "gain": gain,
                "generator_metrics": gen_metrics, "stages": timings,
-               "train_counts": (real or {}).get("train_counts"), "classes": (real or {}).get("classes")}
+               "train_counts": (real or {}).get("train_counts_real"), "classes": (real or {}).get("classes")}
     atomic_write_json(run / "summary.json", summary)
     return summary
 

@@ -48,6 +48,19 @@ def accuracy_of(results: dict | None, group: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def per_class_of(results: dict | None) -> list | None:
+    """Per-class accuracy of a classifier results.json (top level, or inside `accuracy`)."""
+    if not results:
+        return None
+    return results.get("per_class") or (results.get("accuracy") or {}).get("per_class")
+
+
+def train_counts_of(results: dict | None) -> list | None:
+    if not results:
+        return None
+    return results.get("train_counts_real") or results.get("train_counts")
+
+
 def gain_table(real: dict | None, synth: dict | None) -> list[dict]:
     """Rows of {group, real, synth, gain} (percentage points) for overall / many / medium / few."""
     rows = []
@@ -65,8 +78,8 @@ def plot_per_class_comparison(real: dict, synth: dict, classes: list[str], group
     from ltaug.data.plot import GROUP_COLORS
 
     plt = _plt()
-    a = np.array(real["accuracy"]["per_class"], dtype=float) * 100
-    b = np.array(synth["accuracy"]["per_class"], dtype=float) * 100
+    a = np.array(per_class_of(real), dtype=float) * 100
+    b = np.array(per_class_of(synth), dtype=float) * 100
     x = np.arange(len(a))
     fig, ax = plt.subplots(figsize=(max(6, 0.14 * len(a) + 3), 3.6), dpi=120)
     ax.bar(x - 0.2, a, width=0.4, color="#bbbbbb", label="real only")
@@ -89,8 +102,9 @@ def plot_curves(records: list[dict], path: Path, title: str, x_key: str = "step"
     records = [r for r in records if x_key in r]
     if len(records) < 2:
         return False
+    bookkeeping = {x_key, "step", "epoch", "lr", "img_s", "seconds", "time_s", "images", "margin", "active"}
     keys = sorted({k for r in records for k, v in r.items()
-                   if isinstance(v, (int, float)) and k != x_key and ("loss" in k or k.startswith(("l_", "D", "acc")))})
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in bookkeeping})
     if not keys:
         return False
     plt = _plt()
@@ -170,8 +184,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     # --- data
     counts, classes = None, None
     for res in (real, synth):
-        if res and res.get("train_counts"):
-            counts, classes = res["train_counts"], res.get("classes")
+        if train_counts_of(res):
+            counts, classes = train_counts_of(res), res.get("classes")
             break
     if counts is None and summary.get("train_counts"):
         counts, classes = summary["train_counts"], summary.get("classes")
@@ -192,11 +206,11 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         parts.append("<h2>Synthetic samples</h2>" + _img_tag(synth_grid, "synthetic samples", "60%"))
 
     # --- per-class accuracy
-    if real and synth and real.get("accuracy", {}).get("per_class") and synth.get("accuracy", {}).get("per_class"):
+    if per_class_of(real) and per_class_of(synth):
         from ltaug.data import group_of
 
-        cls = real.get("classes") or [str(i) for i in range(len(real["accuracy"]["per_class"]))]
-        groups = group_of(real.get("train_counts") or counts or [0] * len(cls))
+        cls = real.get("classes") or [str(i) for i in range(len(per_class_of(real)))]
+        groups = group_of(train_counts_of(real) or counts or [0] * len(cls))
         plot_per_class_comparison(real, synth, cls, groups, out / "per_class_accuracy.png")
         parts.append("<h2>Per-class accuracy</h2>" + _img_tag(out / "per_class_accuracy.png", "per-class accuracy"))
 
