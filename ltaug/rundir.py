@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 DEFAULT_RUNS = Path("runs")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         with os.fdopen(fd, mode) as f:
             write(f)

@@ -60,3 +60,17 @@ def test_apply_set_builds_nested_sections():
     d = {}
     apply_set(d, "a.b.c=[1, 2]")
     assert d == {"a": {"b": {"c": [1, 2]}}}
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from ltaug.rundir import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+    assert not list(tmp_path.glob(".a.txt.*"))  # no temporary file left behind
