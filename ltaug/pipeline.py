@@ -221,10 +221,12 @@ def summarize(run: Path, timings: dict[str, float], real_dir: Path | None = None
         for k in ("fid", "kid", "precision", "recall", "is"):
             if isinstance(entry.get(k), (int, float)):
                 gen_metrics[f"{k}.{g}" if g != "overall" else k] = entry[k]
-    if isinstance(ev.get("overlap"), dict):
-        for k, v in ev["overlap"].items():
+    leakage = (ev.get("overlap") or {}).get("leakage") or {}
+    for g in groups:
+        for k in ("agreement", "leakage_into_head"):
+            v = (leakage.get(g) or {}).get(k)
             if isinstance(v, (int, float)):
-                gen_metrics[f"overlap.{k}"] = v
+                gen_metrics[f"{k}.{g}"] = v
     summary = {"run_dir": str(run), "accuracy_real": acc_real, "accuracy_synth": acc_synth, "gain": gain,
                "generator_metrics": gen_metrics, "stages": timings,
                "train_counts": (real or {}).get("train_counts_real"), "classes": (real or {}).get("classes")}

@@ -78,13 +78,14 @@ def test_load_generator_and_diffusers_export(tmp_path):
     assert cal.is_file()
     gen = load_generator(tmp_path, device="cpu")
     assert gen.num_classes == 10 and gen.classes == [str(i) for i in range(10)] and gen.step == 3
-    assert gen.channels == 1 and gen.resolution == 32 and len(gen.checkpoint_sha256) == 64
+    assert gen.channels == 1 and gen.resolution == load_recipe().data.resolution and len(gen.checkpoint_sha256) == 64
     assert gen.counts[0] == 400 and gen.counts[-1] == 4 and not gen.net.training
     assert gen.meta["margin"] > 0 and gen.meta["calibration"]["quantile"] == 0.9
     assert gen.schedule.T == 1000 and gen.config["generator"]["preset"] == "tiny"
     # the diffusers export is the EMA network, loadable by plain diffusers
     unet = UNet2DModel.from_pretrained(tmp_path / "generator" / "diffusers")
-    x, t, y = torch.randn(2, 1, 32, 32), torch.tensor([10, 500]), torch.tensor([3, 10])
+    r = gen.resolution
+    x, t, y = torch.randn(2, 1, r, r), torch.tensor([10, 500]), torch.tensor([3, 10])
     with torch.no_grad():
         torch.testing.assert_close(unet(x, t, class_labels=y).sample, gen.net(x, t, y))
     with pytest.raises(LtaugError, match="no generator checkpoint"):

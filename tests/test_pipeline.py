@@ -49,6 +49,9 @@ def test_every_stage_runs_and_leaves_its_outputs(tiny_run):
         a, b, d = summary["accuracy_real"][g], summary["accuracy_synth"][g], summary["gain"][g]
         assert d == pytest.approx(b - a)
     assert set(summary["stages"]) >= {"generator", "synth", "classifier-real", "classifier-synth", "evaluate"}
+    # the overlap diagnostics reach the summary: per group, the share read as the own class / as a head class
+    assert 0.0 <= summary["generator_metrics"]["agreement.few"] <= 1.0
+    assert 0.0 <= summary["generator_metrics"]["leakage_into_head.few"] <= 1.0
 
 
 def test_report_is_self_contained(tiny_run):

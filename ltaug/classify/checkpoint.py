@@ -56,7 +56,8 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, device: str | torch.device = "cpu",
                    batch_size: int = 256, amp: bool = True) -> np.ndarray:
-    """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (H = W = meta resolution, C = meta in_chans)."""
+    """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (C = meta in_chans); images of another size are
+    resized and center-cropped to the resolution the classifier was trained at, as its training data was."""
     from ltaug.classify.augment import to_input
 
     images = np.asarray(images)
@@ -65,6 +66,11 @@ def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, devic
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != meta["in_chans"]:
         raise LtaugError(f"classifier input must be uint8 [N, H, W, {meta['in_chans']}], got {images.dtype} "
                          f"{images.shape}")
+    res = meta.get("resolution")
+    if res and images.shape[1:3] != (res, res):
+        from ltaug.data.sources import to_resolution
+
+        images = to_resolution(images, int(res))
     device = torch.device(device)
     mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)
     std = torch.tensor(meta["std"], dtype=torch.float32, device=device)
