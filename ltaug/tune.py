@@ -191,7 +191,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     grid = tuner.fit()
     trials = []
     for r in grid:
-        row = {"config": dict(r.config or {}), "metric": (r.metrics or {}).get(spec.metric),
+        row = {"config": _trial_config(r), "metric": (r.metrics or {}).get(spec.metric),
                "status": "ERROR" if r.error else "OK", "error": _error_line(r.error),
                "path": r.path}
         trials.append(row)
@@ -209,6 +209,19 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     atomic_write_json(out / "sweep_results.json", result)
     plot_sweep(spec, trials, out / "sweep.png")
     return result
+
+
+def _trial_config(result) -> dict:
+    """A trial's swept values. A trial that failed before a restored sweep carries no config in its Result, so
+    fall back to the params.json Ray wrote in its folder when it started."""
+    if result.config:
+        return dict(result.config)
+    import json
+
+    try:
+        return json.loads((Path(result.path) / "params.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return {}
 
 
 def _error_line(error: BaseException | None) -> str:
