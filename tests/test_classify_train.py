@@ -15,16 +15,7 @@ from ltaug.data import load_dataset
 from ltaug.errors import LtaugError
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with other test processes on the same two cores, OpenMP's spinning threads run up to
-    10x slower than a single thread (measured here); restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_short_cpu_run_on_mnist_lt_beats_chance_by_a_wide_margin(tmp_path):

@@ -15,14 +15,7 @@ QUICK = ["--set", "generator.preset=tiny", "--set", "generator.grid_every=0", "-
          "--set", "generator.grid_steps=2", "--set", "generator.log_every=1", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_cli_short_run_then_resume(tmp_path):

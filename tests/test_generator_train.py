@@ -16,12 +16,7 @@ TINY = ["device=cpu", "generator.preset=tiny", "generator.batch_size=8", "genera
         "generator.log_every=1", "generator.diffrop.margin=0.5"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def recipe(*sets):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from ltaug.data.longtail import group_of
-
-COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+from ltaug.data.plot import GROUP_COLORS as COLORS  # one palette for every plot
 
 
 def _figure(num_classes: int):
