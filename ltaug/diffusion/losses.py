@@ -206,8 +206,14 @@ def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
     def dist(a, b):
         return distance(a, b, t_p, distance_kind, schedule, variance)
 
-    with torch.no_grad():  # one pass for every pair, no graph
-        neg0 = net(xt_p, t_p, yn)
+    # The negative pass. Two-pass (stop_grad other than negative, active_only off): once, with a graph, for every
+    # pair. Otherwise first without a graph for every pair (that decides which pairs are still penalized), then
+    # with a graph for the active pairs only (active_only) or for none (negative: 3 + 1 passes).
+    two_pass = margin is not None and stop_grad != "negative" and not active_only
+    with torch.set_grad_enabled(two_pass and torch.is_grad_enabled()):
+        neg_full = net(xt_p, t_p, yn)
+    neg0 = neg_full.detach()
+    with torch.no_grad():
         D0 = dist(pos_p, neg0)
         dpos0 = dist(eps_p, pos_p) if triplet else None
         dneg0 = dist(eps_p, neg0) if triplet else None
@@ -217,16 +223,16 @@ def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
         return {"overlap": zero.view(M, K).mean(1), "D": D0.view(M, K).mean(1), "active": zero.view(M, K).mean(1)}
     act = _active(variant, m, D0, dpos0, dneg0) & (tau_t > 0)
 
-    if stop_grad == "negative":
-        neg = neg0  # only the true-label prediction moves: the negative pass needed no graph (3 + 1 passes)
-    elif active_only:
+    if two_pass:
+        neg = neg_full
+    elif stop_grad == "negative":
+        neg = neg0
+    else:
         # Recompute with a graph only the pairs that are still penalized; the others have no gradient anyway.
         idx = act.nonzero().squeeze(1)
         neg = neg0
         if idx.numel():
             neg = neg0.index_copy(0, idx, net(xt_p[idx], t_p[idx], yn[idx]).to(neg0.dtype))
-    else:
-        neg = net(xt_p, t_p, yn)  # the plain two-pass step
 
     def pair_term(a, b):
         D = dist(a, b)
