@@ -30,13 +30,14 @@ METHODS = ("ddpm", "cbdm", "diffrop")
 GROUPS = ("overall", "many", "medium", "few")
 
 
-def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
+def _mean_std(values: list, scale: float = 1.0, digits: int = 3) -> str:
+    """'mean ± std' of the values that exist (sample std over seeds), each multiplied by `scale`."""
+    values = [v * scale for v in values if v is not None]
     if not values:
         return "–"
     m = statistics.fmean(values)
     s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.3f} ± {s:.3f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------------------------- toy
@@ -125,7 +126,7 @@ def toy_table(rows: list[dict], methods: list[str]) -> str:
 def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets: list[str]) -> list[dict]:
     from ltaug.config import load_recipe
     from ltaug.pipeline import run_classifier_stage, run_pipeline, stage_done, _finish
-    from ltaug.rundir import init_run_dir
+    from ltaug.rundir import atomic_write_json, init_run_dir
 
     base = "mnist_lt" if scale == "mnist" else "cifar10_lt"
     rows = []
@@ -149,24 +150,37 @@ def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets
                    "gain": summary["gain"], "stages_s": summary["stages"],
                    "leakage_into_head": {g: (leakage.get(g) or {}).get("leakage_into_head") for g in GROUPS[1:]},
                    "agreement": {g: (leakage.get(g) or {}).get("agreement") for g in GROUPS[1:]},
-                   "kid": (ev.get("overall") or {}).get("kid"), "fid": (ev.get("overall") or {}).get("fid")}
+                   "kid": {g: (ev.get(g) or {}).get("kid") for g in GROUPS},
+                   "fid": {g: (ev.get(g) or {}).get("fid") for g in GROUPS}}
             print(json.dumps(row), flush=True)
             rows.append(row)
+            atomic_write_json(out / "results.partial.json", {"scale": scale, "seeds": seeds, "sets": sets,
+                                                             "rows": rows})  # survives a stop half-way
     return rows
 
 
 def image_table(rows: list[dict], methods: list[str]) -> str:
-    lines = ["| method | acc overall | acc many | acc medium | acc few | few: leakage into head | "
-             "few: classified as own class | generator s |", "|---|---|---|---|---|---|---|---|"]
+    """Two tables: downstream accuracy in % (balanced test set), and generator quality with the overlap diagnostics."""
+    pct = dict(scale=100.0, digits=1)
+    acc = ["| training data | acc overall % | acc many % | acc medium % | acc few % |", "|---|---|---|---|---|"]
     real = [x["acc_real"] for x in rows if x["method"] == methods[0]]
-    lines.append("| real only | " + " | ".join(_mean_std([r[g] for r in real]) for g in GROUPS) + " | – | – | – |")
+    acc.append("| real only | " + " | ".join(_mean_std([r[g] for r in real], **pct) for g in GROUPS) + " |")
     for m in methods:
         r = [x for x in rows if x["method"] == m]
-        accs = " | ".join(_mean_std([x["acc_synth"][g] for x in r]) for g in GROUPS)
-        lines.append(f"| real + {m} | {accs} | {_mean_std([x['leakage_into_head']['few'] for x in r])} | "
-                     f"{_mean_std([x['agreement']['few'] for x in r])} | "
-                     f"{_mean_std([x['stages_s'].get('generator') for x in r])} |")
-    return "\n".join(lines)
+        acc.append(f"| real + {m} | " + " | ".join(_mean_std([x["acc_synth"][g] for x in r], **pct) for g in GROUPS)
+                   + " |")
+    gen = ["| generator | KID×10³ overall | KID×10³ many | KID×10³ medium | KID×10³ few | FID overall | "
+           "few: leakage into head % | few: judged own class % | generator s | synthesize s | classifier s | "
+           "evaluate s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        r = [x for x in rows if x["method"] == m]
+        kid = " | ".join(_mean_std([(x.get("kid") or {}).get(g) for x in r], scale=1e3, digits=1) for g in GROUPS)
+        fid = _mean_std([(x.get("fid") or {}).get("overall") for x in r], digits=1)
+        secs = " | ".join(_mean_std([x["stages_s"].get(st) for x in r], digits=0)
+                          for st in ("generator", "synth", "classifier-synth", "evaluate"))
+        gen.append(f"| {m} | {kid} | {fid} | {_mean_std([x['leakage_into_head']['few'] for x in r], **pct)} | "
+                   f"{_mean_std([x['agreement']['few'] for x in r], **pct)} | {secs} |")
+    return "\n".join(acc) + "\n\n" + "\n".join(gen)
 
 
 def main() -> None:

@@ -122,6 +122,25 @@ def test_batch_size_never_changes_an_image(tiny_run, tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
+def test_bf16_autocast_draws_nearly_the_fp32_images_and_is_part_of_the_identity(tiny_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ltaug.synth import synthesize
+
+    kw = dict(per_class=1, classes=["0", "5", "9"], w=1.0, **FAST)
+    synthesize(tiny_run, tmp_path / "fp32", **kw)
+    synthesize(tiny_run, tmp_path / "bf16", amp="bf16", **kw)
+    files = sorted(str(p.relative_to(tmp_path / "fp32")) for p in (tmp_path / "fp32").rglob("*.png"))
+    a = np.stack([np.asarray(Image.open(tmp_path / "fp32" / f), np.float64) for f in files])
+    b = np.stack([np.asarray(Image.open(tmp_path / "bf16" / f), np.float64) for f in files])
+    assert 0 < np.abs(a - b).mean() < 6.0  # the same images up to bf16 rounding of the network's outputs
+    assert all(r["amp"] == "bf16" for r in _manifest(tmp_path / "bf16"))
+    assert all("amp" not in r for r in _manifest(tmp_path / "fp32"))
+    with pytest.raises(LtaugError, match=r"amp.*--overwrite"):
+        synthesize(tiny_run, tmp_path / "fp32", amp="bf16", **kw)
+
+
 def test_other_settings_are_refused_and_overwrite_starts_over(tiny_run, tmp_path):
     from ltaug.synth import synthesize
 
@@ -213,6 +232,8 @@ def test_cli_prints_the_plan_and_w_with_s(tiny_run, tmp_path):
     (["--per-class", "3", "--classes", "7,unicorn"], "unknown class name 'unicorn'"),
     (["--per-class", "3", "--w", "-0.5"], "--w -0.5: the guidance weight must be >= 0"),
     (["--fill-to", "-2"], "--fill-to -2: must be a positive number"),
+    (["--per-class", "1", "--amp", "fp16"], "--amp fp16 needs a GPU"),
+    (["--per-class", "1", "--amp", "fp8"], "synth.amp"),
 ])
 def test_cli_bad_input_exits_2(tiny_run, tmp_path, args, msg):
     result = runner.invoke(app, ["synthesize", str(tiny_run), "--out", str(tmp_path / "x"), "--device", "cpu", *args])

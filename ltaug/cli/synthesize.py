@@ -32,6 +32,7 @@ def synthesize_cmd(
     w: Annotated[Optional[float], typer.Option("--w", help="guidance weight w >= 0: eps = (1+w) eps_c - w eps_null (scale s = 1 + w)", rich_help_panel=SAMPLING)] = None,
     eta: Annotated[Optional[float], typer.Option("--eta", help="DDIM noise (0 = deterministic)", rich_help_panel=SAMPLING)] = None,
     variance: Annotated[Optional[str], typer.Option("--variance", help="DDPM step variance: large (beta_t) or small (beta~_t)", rich_help_panel=SAMPLING)] = None,
+    amp: Annotated[Optional[str], typer.Option("--amp", help="autocast the network: none (fp32, default), bf16 or fp16 (GPU; faster, images differ slightly)", rich_help_panel=SCALE)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="images per forward (never changes an image)", rich_help_panel=SCALE)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Ray workers (one GPU each where there are GPUs)", rich_help_panel=SCALE)] = None,
     address: Annotated[Optional[str], typer.Option("--address", help="join this Ray cluster (auto or HOST:PORT)", rich_help_panel=SCALE)] = None,
@@ -62,7 +63,7 @@ def synthesize_cmd(
     if recipe is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
         recipe = str(run_dir / "config.yaml")  # the run's own recipe is the base; flags override it
     direct = {"synth.per_class": per_class, "synth.fill_to": fill_to, "synth.sampler": sampler, "synth.steps": steps,
-              "synth.w": w, "synth.eta": eta, "synth.variance": variance, "synth.batch_size": batch_size,
+              "synth.w": w, "synth.eta": eta, "synth.variance": variance, "synth.batch_size": batch_size, "synth.amp": amp,
               "synth.workers": workers, "synth.address": address, "synth.npz": npz, "seed": seed,
               "synth.min_confidence": min_confidence, "device": device,
               "synth.filter_classifier": str(filter_classifier) if filter_classifier is not None else None,
@@ -95,7 +96,7 @@ def synthesize_cmd(
                      variance=cfg.variance, batch_size=cfg.batch_size, workers=cfg.workers, address=cfg.address,
                      device=dev, progress=not quiet, overwrite=overwrite, npz=cfg.npz,
                      filter_classifier=cfg.filter_classifier or None, min_confidence=cfg.min_confidence,
-                     filter_max_tries=cfg.filter_max_tries)
+                     filter_max_tries=cfg.filter_max_tries, amp=cfg.amp)
     if res.rejection and not quiet:
         from rich.table import Table
 

@@ -24,6 +24,8 @@ class SynthConfig:
                                  "(the posterior's beta~_t)", choices=("large", "small"))
     w: float = opt(1.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
                    min=0.0)
+    amp: str = opt("none", "autocast of the sampling network: none (fp32, the published protocols), bf16 or fp16 "
+                   "(GPU; faster, images differ slightly)", choices=("none", "bf16", "fp16"))
     batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1)
     workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1)
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")

@@ -34,7 +34,8 @@ MANIFEST = "manifest.jsonl"
 REJECTED = "rejected.jsonl"
 NPZ = "synthetic.npz"
 # What makes two images comparable: a folder holds images of one identity only.
-IDENTITY_KEYS = ("checkpoint_sha256", "sampler", "steps", "eta", "variance", "w", "seed", "clip_x0", "filter")
+# amp is absent from settings sampled in fp32 (none), so folders made before the option keep their identity
+IDENTITY_KEYS = ("checkpoint_sha256", "sampler", "steps", "eta", "variance", "w", "seed", "clip_x0", "filter", "amp")
 
 
 def class_dirs(classes: list[str]) -> list[str]:

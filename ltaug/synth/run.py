@@ -65,12 +65,13 @@ def default_out_dir(run_or_ckpt: str | Path) -> Path:
 
 
 def settings_of(gen, *, sampler: str, steps: int, eta: float, variance: str, w: float, seed: int, clip_x0: bool,
-                filter_identity: Optional[dict]) -> dict:
+                filter_identity: Optional[dict], amp: str = "none") -> dict:
     """The identity of every image in the folder (what settings.json stores); irrelevant knobs are normalized
     (DDPM has T steps and no eta; DDIM has no step variance) so they never cause a false conflict."""
     T = len(gen.schedule.betas)
     ddpm = sampler == "ddpm"
-    return {
+    # amp is named only when on: folders sampled in fp32 keep the identity they had before the option existed
+    return ({"amp": amp} if amp != "none" else {}) | {
         "checkpoint": str(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256, "step": gen.step,
         "sampler": sampler, "steps": T if ddpm else int(steps), "eta": None if ddpm else float(eta),
         "variance": variance if ddpm else None, "w": float(w), "s": 1.0 + float(w),
@@ -80,7 +81,10 @@ def settings_of(gen, *, sampler: str, steps: int, eta: float, variance: str, w: 
     }
 
 
-def _check_args(sampler: str, steps: int, w: float, eta: float, variance: str, batch_size: int, workers: int) -> None:
+def _check_args(sampler: str, steps: int, w: float, eta: float, variance: str, batch_size: int, workers: int,
+                amp: str = "none") -> None:
+    if amp not in ("none", "bf16", "fp16"):
+        raise LtaugError(f"--amp '{amp}': expected none, bf16 or fp16")
     if sampler not in ("ddpm", "ddim"):
         raise LtaugError(f"--sampler '{sampler}': expected ddpm or ddim")
     if variance not in ("large", "small"):
@@ -104,17 +108,19 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
                clip_x0: bool = False, batch_size: int = 64, workers: int = 1, address: str = "",
                device: str = "auto", progress: bool = True, overwrite: bool = False, npz: bool = False,
                filter_classifier: str | Path | None = None, min_confidence: float = 0.5,
-               filter_max_tries: float = 20.0) -> SynthResult:
+               filter_max_tries: float = 20.0, amp: str = "none") -> SynthResult:
     """Draw the plan's images into `out_dir` (default RUN/synth), resuming whatever is already there.
 
     run_or_ckpt: run dir, generator dir, checkpoint file, or a LoadedGenerator. plan: a Plan (see `make_plan`), or
     None to make one from per_class / fill_to / classes / seed. Raises LtaugError on bad input or when the folder
     holds images of another checkpoint or other settings (overwrite=True starts the folder over).
     """
-    _check_args(sampler, steps, w, eta, variance, batch_size, workers)
+    _check_args(sampler, steps, w, eta, variance, batch_size, workers, amp)
     from ltaug.synth.engine import LocalEngine, RayEngine, resolve_device
 
     device = resolve_device(device)
+    if amp == "fp16" and device == "cpu" and workers == 1 and not address:
+        raise LtaugError("--amp fp16 needs a GPU and this run samples on the CPU; use --amp bf16 or none")
     gen = _load(run_or_ckpt, device)
     if sampler == "ddim" and steps > len(gen.schedule.betas):
         raise LtaugError(f"--steps {steps}: DDIM cannot take more steps than the schedule's T = "
@@ -131,7 +137,7 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
 
         filt = ConfidenceFilter(filter_classifier, min_confidence, list(gen.classes), device)
     settings = settings_of(gen, sampler=sampler, steps=steps, eta=eta, variance=variance, w=w, seed=plan.seed,
-                           clip_x0=clip_x0, filter_identity=filt.identity() if filt else None)
+                           clip_x0=clip_x0, filter_identity=filt.identity() if filt else None, amp=amp)
     F.prepare(out, settings, list(gen.classes), overwrite)
     from ltaug.rundir import atomic_write_json
 
@@ -150,10 +156,11 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
             raise LtaugError(f"{out} already holds {len(done_k[y])} images of class '{gen.classes[y]}' but the plan "
                              f"asks {n}; use a plan at least as large, --overwrite, or --out")
     already = sum(len(v) for v in done_k.values())
-    sample_kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance, clip_x0=clip_x0)
+    sample_kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance, clip_x0=clip_x0, amp=amp)
     record_base = {"checkpoint": str(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256,
                    "sampler": sampler, "steps": settings["steps"], "eta": settings["eta"],
-                   "variance": settings["variance"], "w": float(w), "s": 1.0 + float(w)}
+                   "variance": settings["variance"], "w": float(w), "s": 1.0 + float(w)} | (
+                      {"amp": amp} if amp != "none" else {})
     rejected_n = {y: len(state.rejected_k(y)) for y in want}
     shortfall: dict[int, int] = {}
     generated = 0
@@ -254,19 +261,19 @@ def synthesize_from_config(run_or_ckpt: Any, cfg, *, seed: int = 0, out_dir: str
                       batch_size=cfg.batch_size, workers=cfg.workers, address=cfg.address, device=device,
                       progress=progress, overwrite=overwrite, npz=cfg.npz,
                       filter_classifier=cfg.filter_classifier or None, min_confidence=cfg.min_confidence,
-                      filter_max_tries=cfg.filter_max_tries)
+                      filter_max_tries=cfg.filter_max_tries, amp=cfg.amp)
 
 
 def generate_images(path: Any, labels: Sequence[int], seeds: Optional[Sequence[int]] = None, *,
                     sampler: str = "ddim", steps: int = 50, w: float = 0.0, eta: float = 0.0,
                     variance: str = "large", device: str = "auto", batch_size: int = 64,
-                    seed: int = 0) -> np.ndarray:
+                    seed: int = 0, amp: str = "none") -> np.ndarray:
     """Images of a generator in memory: uint8 [N, H, W, C], image i of label labels[i] drawn from seeds[i].
 
     path: run dir, generator dir, checkpoint file or LoadedGenerator. seeds default to the synthesis plan's rule
     (the k-th image of each label gets `image_seed(label, k, C, seed)`), so they match `ltaug synthesize`'s PNGs.
     """
-    _check_args(sampler, steps, w, eta, variance, batch_size, 1)
+    _check_args(sampler, steps, w, eta, variance, batch_size, 1, amp)
     from ltaug.synth.engine import draw, resolve_device
 
     device = resolve_device(device)
@@ -282,5 +289,5 @@ def generate_images(path: Any, labels: Sequence[int], seeds: Optional[Sequence[i
             seen[y] = seen.get(y, 0) + 1
     if len(seeds) != len(labels):
         raise LtaugError(f"{len(labels)} labels but {len(seeds)} seeds")
-    kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance)
+    kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance, amp=amp)
     return draw(gen, labels, list(seeds), kw, device, batch_size)
