@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--preset", default="small")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true", help="add ddpm and the two-pass step under bf16 autocast")
     ap.add_argument("--active", type=float, nargs="+", default=[0.25, 0.5, 0.75],
                     help="fractions of pairs the hinge still penalizes (the margin is set to that quantile of D)")
     args = ap.parse_args()
@@ -66,8 +67,11 @@ def main() -> None:
 
     def step(loss, diffrop, margin, seed=1):
         # the same draws (t, eps, labels kept, negatives) every time: the active fraction is the one asked for
-        out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(seed), margin=margin, diffrop=diffrop,
-                           **base)
+        diffrop = dict(diffrop)
+        bf16 = diffrop.pop("bf16", False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(seed), margin=margin,
+                               diffrop=diffrop, **base)
         opt.zero_grad(set_to_none=True)
         out["loss"].mean().backward()
         opt.step()
@@ -87,6 +91,9 @@ def main() -> None:
         cases.append(("diffrop-two-pass", "diffrop", {"stop_grad": "positive", "active_only": False}, 1 + kept))
         cases.append(("diffrop-default", "diffrop", {"stop_grad": "positive", "active_only": default_active_only},
                       min(1 + kept * (1 + 3 * a) / 3, 1 + kept)))
+        if args.bf16:  # the same steps under bf16 autocast (bound: fp32's pass count, no speed-up assumed)
+            cases += [("ddpm-bf16", "ddpm", {"bf16": True}, 1.0),
+                      ("diffrop-two-pass-bf16", "diffrop", {"active_only": False, "bf16": True}, 1 + kept)]
         for name, loss, diffrop, _ in cases:  # warm-up
             step(loss, diffrop, margin)
         times: dict[str, list[float]] = {c[0]: [] for c in cases}
