@@ -221,6 +221,54 @@ def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets
     return rows
 
 
+def balanced_judge(out: Path, base: str, sets: list[str]) -> Path:
+    """A reference classifier for the synthetic images: the same classifier recipe trained on the balanced training
+    pool (imbalance ratio 1), so that it reads tail digits as well as head ones (the real-only classifier of the LT
+    set cannot: it is the thing being fixed). Trained once per comparison, in OUT/judge."""
+    from ltaug.config import load_recipe
+    from ltaug.pipeline import _finish, run_classifier_stage, stage_done
+    from ltaug.rundir import init_run_dir
+
+    run = out / "judge"
+    if not stage_done(run, "classifier-judge"):
+        recipe = load_recipe(base, sets + ["seed=0", "data.imbalance_ratio=1"])
+        init_run_dir(run, recipe)
+        t0 = time.perf_counter()
+        run_classifier_stage(recipe, run, "judge", [], progress=False)
+        _finish(run, "classifier-judge", time.perf_counter() - t0)
+    return run / "classifier-judge"
+
+
+def judge_synth(judge: Path, synth: Path) -> dict:
+    """Per group of the generated class: the share of a run's synthetic images the balanced judge assigns to their
+    own class (agreement) and to another, head class (leakage into head); ltaug.metrics.overlap's definitions."""
+    import numpy as np
+    from PIL import Image
+
+    from ltaug.classify.checkpoint import load_classifier, predict_proba
+    from ltaug.metrics.overlap import leakage_summary, overlap_matrix
+
+    model, meta = load_classifier(judge)
+    plan = json.loads((synth / "plan.json").read_text())
+    counts = [r["real"] for r in plan["rows"]]
+    manifest = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines() if line]
+    images = np.stack([np.asarray(Image.open(synth / r["path"])) for r in manifest])
+    if images.ndim == 3:
+        images = images[..., None]
+    labels = np.array([r["label"] for r in manifest])
+    summary = leakage_summary(overlap_matrix(predict_proba(model, meta, images), labels, len(counts)), counts)
+    return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")}
+            for g in GROUPS[1:]}
+
+
+def add_judge(rows: list[dict], out: Path, base: str, sets: list[str]) -> None:
+    judge = balanced_judge(out, base, sets)
+    acc = json.loads((judge / "results.json").read_text()).get("accuracy", {})
+    for row in rows:
+        row["judge"] = judge_synth(judge, out / f"seed{row['seed']}" / row["method"] / "synth")
+        row["judge_accuracy"] = acc
+
+
 def image_table(rows: list[dict], methods: list[str]) -> str:
     """Two tables: downstream accuracy in % (balanced test set), and generator quality with the overlap diagnostics."""
     pct = dict(scale=100.0, digits=1)
@@ -240,9 +288,81 @@ def image_table(rows: list[dict], methods: list[str]) -> str:
         fid = _mean_std([(x.get("fid") or {}).get("overall") for x in r], digits=1)
         secs = " | ".join(_mean_std([x["stages_s"].get(st) for x in r], digits=0)
                           for st in ("generator", "synth", "classifier-synth", "evaluate"))
-        gen.append(f"| {m} | {kid} | {fid} | {_mean_std([x['leakage_into_head']['few'] for x in r], **pct)} | "
-                   f"{_mean_std([x['agreement']['few'] for x in r], **pct)} | {secs} |")
+        if all("judge" in x for x in r):  # the balanced judge, on the synthetic folder
+            leak = [x["judge"]["few"]["leakage_into_head"] for x in r]
+            agree = [x["judge"]["few"]["agreement"] for x in r]
+        else:  # the run's own real-only classifier, on evaluate's samples
+            leak = [x["leakage_into_head"]["few"] for x in r]
+            agree = [x["agreement"]["few"] for x in r]
+        gen.append(f"| {m} | {kid} | {fid} | {_mean_std(leak, **pct)} | {_mean_std(agree, **pct)} | {secs} |")
     return "\n".join(acc) + "\n\n" + "\n".join(gen)
+
+
+def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) -> None:
+    """accuracy_by_group.png (mean ± std over seeds, real only and real + each method) and tail_samples.png (the
+    few-shot classes' synthetic images of every method, one seed, same image seeds across methods)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from ltaug.data import class_groups
+    from ltaug.data.plot import GROUP_COLORS
+    from ltaug.rundir import atomic_savefig
+
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=120)
+    series = [("real only", [x["acc_real"] for x in rows if x["method"] == methods[0]])]
+    series += [(f"real + {m}", [x["acc_synth"] for x in rows if x["method"] == m]) for m in methods]
+    width = 0.8 / len(series)
+    for i, (label, accs) in enumerate(series):
+        means = [100 * statistics.fmean(a[g] for a in accs) for g in GROUPS]
+        sds = [100 * statistics.stdev([a[g] for a in accs]) if len(accs) > 1 else 0 for g in GROUPS]
+        ax.bar(np.arange(len(GROUPS)) + (i - (len(series) - 1) / 2) * width, means, width, yerr=sds, capsize=2,
+               label=label, color="#999999" if i == 0 else f"C{i - 1}")
+    ax.set_xticks(range(len(GROUPS)), GROUPS)
+    ax.set_ylabel("balanced test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.set_title(f"classifier accuracy by class group (mean ± std over {len({x['seed'] for x in rows})} seeds)",
+                 fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, out / "accuracy_by_group.png")
+    plt.close(fig)
+
+    # tail samples: rows = methods, columns = the first images of each few-shot class
+    per_class = 6
+    tiles, names = [], []
+    for m in methods:
+        synth = out / f"seed{seed}" / m / "synth"
+        if not (synth / "plan.json").is_file():
+            continue
+        plan = json.loads((synth / "plan.json").read_text())
+        counts = [r["real"] for r in plan["rows"]]
+        few = class_groups(counts)["few"]
+        manifest = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines() if line]
+        row = []
+        for c in few:
+            imgs = sorted((r for r in manifest if r["label"] == c), key=lambda r: r["k"])[:per_class]
+            row += [np.asarray(Image.open(synth / r["path"]).convert("L")) for r in imgs]
+        if row:
+            tiles.append(row)
+            names.append(m)
+    if not tiles:
+        return
+    n = min(len(r) for r in tiles)
+    fig, axes = plt.subplots(len(tiles), 1, figsize=(n * 0.45 + 1.2, len(tiles) * 0.6 + 0.4), dpi=150, squeeze=False)
+    for ax, row, m in zip(axes[:, 0], tiles, names):
+        ax.imshow(np.concatenate(row[:n], axis=1), cmap="gray", vmin=0, vmax=255)
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(m, rotation=0, ha="right", va="center", fontsize=8)
+    axes[0, 0].set_title(f"synthetic images of the few-shot classes {few}, {per_class} each, seed {seed} "
+                         f"(same image seeds for every method)", fontsize=7, color=GROUP_COLORS["few"])
+    fig.tight_layout()
+    atomic_savefig(fig, out / "tail_samples.png")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -257,6 +377,8 @@ def main() -> None:
     ap.add_argument("--toy-margins", type=float, nargs="+", default=None,
                     help="toy only: scan these DiffROP margins (with --toy-w) instead of comparing methods")
     ap.add_argument("--toy-w", type=float, nargs="+", default=[0.0, 1.0], help="guidance weights of the margin scan")
+    ap.add_argument("--report-only", action="store_true",
+                    help="mnist/cifar10: rebuild results.md and the figures from OUT/results(.partial).json")
     args = ap.parse_args()
     out = (args.out or Path("runs") / f"compare-{args.scale}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -272,8 +394,18 @@ def main() -> None:
         rows = run_toy(args.seeds, args.methods, out, args.toy_steps, args.toy_margin)
         table = toy_table(rows, args.methods)
     else:
-        rows = run_images(args.scale, args.seeds, args.methods, out, args.sets)
+        if args.report_only:
+            src = out / "results.json" if (out / "results.json").is_file() else out / "results.partial.json"
+            rows = json.loads(src.read_text())["rows"]
+        else:
+            rows = run_images(args.scale, args.seeds, args.methods, out, args.sets)
+        add_judge(rows, out, "mnist_lt" if args.scale == "mnist" else "cifar10_lt", args.sets)
         table = image_table(rows, args.methods)
+        image_figures(rows, args.methods, out, args.seeds[0])
+        if args.report_only:
+            (out / "results.md").write_text(table + "\n")
+            print(table)
+            return
     from ltaug.rundir import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "results.json", {"scale": args.scale, "seeds": args.seeds, "sets": args.sets,
