@@ -231,7 +231,10 @@ def balanced_judge(out: Path, base: str, sets: list[str]) -> Path:
 
     run = out / "judge"
     if not stage_done(run, "classifier-judge"):
-        recipe = load_recipe(base, sets + ["seed=0", "data.imbalance_ratio=1"])
+        # MNIST: the LT source with ratio 1 is the balanced pool; CIFAR: torchvision's balanced training set (an npz
+        # LT file given with --set would otherwise be read as it is, long-tailed)
+        balanced = ["data.imbalance_ratio=1"] if base == "mnist_lt" else ["data.dataset=cifar10-train"]
+        recipe = load_recipe(base, sets + ["seed=0"] + balanced)
         init_run_dir(run, recipe)
         t0 = time.perf_counter()
         run_classifier_stage(recipe, run, "judge", [], progress=False)
