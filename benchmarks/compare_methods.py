@@ -4,17 +4,20 @@ Three scales:
   toy      the 2-D Gaussian toy of method.md §3 (seconds): energy distance of each method's tail samples to the true
            tail, the share of tail samples in the head's region, and a figure of the densities and samples.
   mnist    the embedded MNIST-LT on the CPU: per seed, one real-only classifier; per method, a generator at the same
-           budget, the same synthesis plan, a classifier on real + synthetic data, and the overlap diagnostics
-           (share of synthetic images that the real-only classifier assigns to another class, per group).
+           budget, the same synthesis plan, a classifier on real + synthetic data, KID/FID per group (with
+           --set 'evaluate.metrics=[kid,fid,overlap]'), and a judge (the classifier recipe trained once on balanced
+           data) that reads every run's synthetic images: share judged their own class, share judged a head class.
   cifar10  the same on CIFAR-10-LT (../shared/data npz) with the ddpm-cifar preset: a GPU job.
 
-Prints one JSON line per (method, seed) and writes OUT/results.json, OUT/results.md (mean +- std per method and
-group) and, for toy, OUT/toy2d.png.
+Runs resume (re-run the same command after a stop); --report-only rebuilds the tables and figures from
+OUT/results(.partial).json. Prints one JSON line per (method, seed) and writes OUT/results.json, OUT/results.md
+(mean +- std per method and group), OUT/accuracy_by_group.png and OUT/tail_samples.png; for toy, OUT/toy2d.png.
 
   python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 --out runs/compare-toy
   python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 3 4 --toy-margins 0.005 0.01 0.02 0.05 0.1 \
       --toy-w 0 1 --out runs/toy-margins          # which margin and guidance work (table + toy_margins.png)
-  python benchmarks/compare_methods.py --scale mnist --seeds 0 1 2 --out runs/compare-mnist
+  python benchmarks/compare_methods.py --scale mnist --seeds 0 1 2 --out runs/compare-mnist \
+      --set 'evaluate.metrics=[kid,fid,overlap]' --set evaluate.num_samples=300
   python benchmarks/compare_methods.py --scale cifar10 --seeds 0 1 2 --out runs/compare-cifar10 \
       --set generator.steps=50000 --set data.dataset=npz:../shared/data/cifar10_lt_r100_train.npz \
       --set data.test_dataset=npz:../shared/data/cifar10_test.npz
