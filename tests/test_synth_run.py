@@ -216,10 +216,10 @@ def test_two_ray_workers_draw_the_same_images_as_one(tiny_run, tmp_path):
         assert np.array_equal(read_png(tmp_path / "one" / r["path"]), read_png(tmp_path / "two" / r["path"])), r
 
 
-def test_joining_a_separately_started_ray_cluster_with_address(tiny_run, tmp_path, monkeypatch):
-    """`--address`: a Ray head started as its own process (`ray start --head`, as on a cluster, with token
-    authentication, Ray's default from 2.59 on); the checkpoint travels through the object store and the images
-    equal those drawn in this process."""
+def test_joining_a_separately_started_ray_cluster_with_address(tiny_run, tmp_path):
+    """`ltaug synthesize --address`: a Ray head started as its own process (`ray start --head`, as on a cluster,
+    with token authentication, Ray's default from 2.59 on) and the CLI in another process, as a user runs them; the
+    checkpoint travels through the object store and the images equal those drawn in this process."""
     import secrets
     import socket
 
@@ -231,28 +231,31 @@ def test_joining_a_separately_started_ray_cluster_with_address(tiny_run, tmp_pat
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    # the head and this client share the cluster's token, as every node and client of a secured cluster must
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    kw = dict(per_class=1, classes=["2", "7"], batch_size=1, w=0.5, **FAST)
+    # the head and the client share the cluster's token, as every node and client of a secured cluster must
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each worker gets one thread (2 CPUs / 2 workers): the same rounding
     try:
-        local = synthesize(tiny_run, tmp_path / "local", **kw)
+        local = synthesize(tiny_run, tmp_path / "local", per_class=1, classes=["2", "7"], batch_size=1, w=0.5,
+                           **FAST)
     finally:
         torch.set_num_threads(threads)
     subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                     "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
     try:
-        joined = synthesize(tiny_run, tmp_path / "joined", workers=2, address=f"127.0.0.1:{port}", **kw)
+        cli = subprocess.run([sys.executable, "-m", "ltaug", "synthesize", str(tiny_run), "--out",
+                              str(tmp_path / "joined"), "--per-class", "1", "--classes", "2,7", "--batch-size", "1",
+                              "--w", "0.5", "--steps", "2", "--device", "cpu", "--workers", "2", "--address",
+                              f"127.0.0.1:{port}"], env=dict(env, COLUMNS="200"), capture_output=True, text=True,
+                             timeout=600)
     finally:
-        import ray
-
-        ray.shutdown()
         subprocess.run([str(ray_cli), "stop", "--force"], env=env, capture_output=True, timeout=120)
-    assert f"cluster 127.0.0.1:{port}" in joined.engine and joined.counts == local.counts == {2: 1, 7: 1}
-    for r in _manifest(tmp_path / "local"):
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert f"2 Ray workers on cluster 127.0.0.1:{port}" in " ".join(cli.stdout.split()), cli.stdout
+    joined = _manifest(tmp_path / "joined")
+    assert sorted(r["seed"] for r in joined) == sorted(r["seed"] for r in _manifest(tmp_path / "local"))
+    assert local.counts == {2: 1, 7: 1}
+    for r in joined:
         assert np.array_equal(read_png(tmp_path / "local" / r["path"]), read_png(tmp_path / "joined" / r["path"])), r
 
 
