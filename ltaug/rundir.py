@@ -1,118 +1,154 @@
-"""Run directories and atomic files.
+"""Run directories: the one place that knows their layout.
 
-A run directory is append-only: `config.yaml` (the resolved recipe, itself a valid recipe), `env.json`, `log.txt`,
-`metrics.jsonl`, and one sub-folder per stage (`generator/`, `synth/`, `classifier/`, `evaluate/`, ...). Numbered
-like EDM's: `runs/00003-mnist_lt-diffrop/`. Every file that could be read while half-written goes through a
-temporary name in the same folder and `os.replace`, so a crash leaves the old file or the new one, never a torn one.
+A run directory is append-only and numbered like EDM's (`runs/00003-mnist_lt-diffrop/`):
+
+    config.yaml  env.json  log.txt      the resolved recipe (itself a valid recipe), versions and host, a stage log
+    stages/<stage>.json                 finished pipeline stages and their wall time
+    generator/                          checkpoints/, metrics.jsonl, grids/, diffusers/, calibration.json
+    synth/                              the synthetic folder (ltaug.data.synthetic)
+    classifier-NAME/                    one per classifier (its own config.yaml, checkpoint.pt, results.json, ...)
+    evaluate/                           results.json and plots
+    summary.json  report.html  report/  what `ltaug run` prints, and the self-contained report
+
+`RunDir.find(path)` finds the run that holds any path inside it (a checkpoint, `generator/`, `synth/`, a
+classifier folder), and `RunDir.recipe()` is that run's recipe: the one rule for "which recipe does this path
+belong to".
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Optional
 
-DEFAULT_RUNS = Path("runs")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from ltaug import __version__
+from ltaug.config import Recipe, load_recipe, recipe_text
+from ltaug.errors import LtaugError
+from ltaug.files import atomic_write_json, atomic_write_text, read_json
 
-
-def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text), "w")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    _atomic(Path(path), lambda f: f.write(data), "wb")
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    import torch
-
-    _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
-
-
-def atomic_savefig(fig: Any, path: str | os.PathLike, **kw: Any) -> None:
-    """Save a matplotlib figure atomically; the format comes from the final name's suffix."""
-    fmt = Path(path).suffix.lstrip(".") or "png"
-    _atomic(Path(path), lambda f: fig.savefig(f, format=fmt, **kw), "wb")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line (a whole line per write, so a reader never sees half a record)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=_json_default) + "\n")
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a torn last line (from a crash mid-write) is ignored."""
-    out = []
-    path = Path(path)
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+DEFAULT_ROOT = Path("runs")
+CONFIG, ENV, LOG = "config.yaml", "env.json", "log.txt"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "run"
 
 
-def new_run_dir(root: str | os.PathLike | None = None, desc: str = "run") -> Path:
-    """Create `root/NNNNN-desc` with the next free number (root defaults to ./runs)."""
-    root = Path(root) if root is not None else DEFAULT_RUNS
-    root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
-    n = max(numbers, default=-1) + 1
-    while True:
-        path = root / f"{n:05d}-{_slug(desc)}"
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser().absolute())  # Ray Tune changes the cwd
+
+    # ------------------------------------------------------------------------------------------- the layout
+    config = property(lambda self: self.path / CONFIG)
+    env = property(lambda self: self.path / ENV)
+    log_file = property(lambda self: self.path / LOG)
+    stages = property(lambda self: self.path / "stages")
+    generator = property(lambda self: self.path / "generator")
+    checkpoints = property(lambda self: self.generator / "checkpoints")
+    grids = property(lambda self: self.generator / "grids")
+    generator_metrics = property(lambda self: self.generator / "metrics.jsonl")
+    diffusers = property(lambda self: self.generator / "diffusers")
+    calibration = property(lambda self: self.generator / "calibration.json")
+    synth = property(lambda self: self.path / "synth")
+    evaluate = property(lambda self: self.path / "evaluate")
+    summary = property(lambda self: self.path / "summary.json")
+    report = property(lambda self: self.path / "report.html")
+    report_dir = property(lambda self: self.path / "report")
+
+    def classifier(self, name: str) -> Path:
+        return self.path / f"classifier-{name}"
+
+    def stage_marker(self, stage: str) -> Path:
+        return self.stages / f"{stage}.json"
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """`path` relative to the run (for records that must not depend on the caller's working directory)."""
+        p = Path(path).absolute()
         try:
-            path.mkdir()
-            return path
-        except FileExistsError:  # another process took this number
-            n += 1
+            return str(p.relative_to(self.path))
+        except ValueError:
+            return str(p)
+
+    def resolve(self, stored: str) -> Path:
+        """The inverse of `relative`: a path as stored in a record, made absolute against the run."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.path / p
+
+    # ------------------------------------------------------------------------------------------- the files
+    def exists(self) -> bool:
+        return self.config.is_file()
+
+    def recipe(self) -> Recipe:
+        """The run's resolved recipe (config.yaml)."""
+        if not self.config.is_file():
+            raise LtaugError(f"{self.path} is not a run directory (no {CONFIG})")
+        return load_recipe(self.config)
+
+    def init(self, recipe: Recipe) -> "RunDir":
+        """Write config.yaml (the resolved recipe) and env.json."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, self.config)
+        atomic_write_json(self.env, env_info())
+        return self
+
+    def log(self, message: str) -> None:
+        """Append a timestamped line to log.txt."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message.rstrip() + "\n")
+
+    def stage_done(self, stage: str) -> bool:
+        return self.stage_marker(stage).is_file()
+
+    def stage_info(self, stage: str) -> dict:
+        return read_json(self.stage_marker(stage)) or {}
+
+    def finish_stage(self, stage: str, seconds: float, info: Optional[dict] = None) -> None:
+        atomic_write_json(self.stage_marker(stage), {"stage": stage, "seconds": seconds, **(info or {})})
+        self.log(f"stage {stage} finished in {seconds:.1f}s")
+
+    # ------------------------------------------------------------------------------------------- finding runs
+    @classmethod
+    def create(cls, root: str | os.PathLike | None = None, desc: str = "run") -> "RunDir":
+        """Create `root/NNNNN-desc` with the next free number (root defaults to ./runs)."""
+        root = Path(root) if root is not None else DEFAULT_ROOT
+        root.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+        n = max(numbers, default=-1) + 1
+        while True:
+            path = root / f"{n:05d}-{_slug(desc)}"
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:  # another process took this number
+                n += 1
+
+    @classmethod
+    def find(cls, path: str | os.PathLike) -> Optional["RunDir"]:
+        """The run directory holding `path` (the path itself or one of its parents), or None.
+
+        A run directory has both config.yaml and env.json; a classifier folder has its own config.yaml but no
+        env.json, so a path inside RUN/classifier-NAME/ finds RUN."""
+        p = Path(path).expanduser().absolute()
+        if not p.is_dir():
+            p = p.parent
+        for d in [p, *p.parents][:6]:
+            if (d / CONFIG).is_file() and (d / ENV).is_file():
+                return cls(d)
+        return None
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write a resolved recipe as commented YAML (a valid --recipe file), atomically."""
+    atomic_write_text(Path(path), recipe_text(recipe))
 
 
 def env_info() -> dict:
@@ -123,37 +159,13 @@ def env_info() -> dict:
         "platform": platform.platform(),
         "host": platform.node(),
         "argv": sys.argv,
+        "ltaug": __version__,
     }
-    try:
-        from ltaug import __version__
-
-        info["ltaug"] = __version__
-        import torch
-
+    torch = sys.modules.get("torch")  # described when loaded (every stage loads it); never imported for this
+    if torch is not None:
         info["torch"] = torch.__version__
         info["cuda"] = torch.cuda.is_available()
-        if torch.cuda.is_available():
+        if info["cuda"]:
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cpu_threads"] = torch.get_num_threads()
-    except Exception:  # env.json is informative; never fail a run over it
-        pass
     return info
-
-
-def init_run_dir(path: str | os.PathLike, recipe: Any) -> Path:
-    """Write config.yaml (resolved recipe) and env.json into a run directory; returns the path."""
-    from ltaug.config import save_recipe
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, path / "config.yaml")
-    atomic_write_json(path / "env.json", env_info())
-    return path
-
-
-def log(run_dir: str | os.PathLike, message: str) -> None:
-    """Append a timestamped line to run_dir/log.txt."""
-    p = Path(run_dir) / "log.txt"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "a") as f:
-        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message.rstrip() + "\n")

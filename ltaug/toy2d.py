@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ltaug.config import DiffropConfig
 from ltaug.diffusion.losses import LOSSES
 from ltaug.diffusion.schedule import NoiseSchedule
 
@@ -53,11 +54,12 @@ def train_toy(loss: str, margin: float = 0.02, steps: int = 800, seed: int = 0, 
     net = ToyMLP()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed + 1)
-    kw = {"tau": "increasing", "negatives": "uniform", **(diffrop or {})}
+    section = DiffropConfig(**{"tau": "increasing", "negatives": "uniform", "margin": margin, "gamma": gamma,
+                               **(diffrop or {})})
     for _ in range(steps):
         idx = torch.randint(0, len(x), (256,), generator=g)
-        out = LOSSES[loss](net, sched, x[idx], y[idx], g, num_classes=2, p_uncond=0.1, gamma=gamma, margin=margin,
-                           counts=[N_TAIL, N_HEAD], diffrop=kw)
+        out = LOSSES[loss](net, sched, x[idx], y[idx], g, num_classes=2, p_uncond=0.1, counts=[N_TAIL, N_HEAD],
+                           diffrop=section)
         opt.zero_grad()
         out["loss"].mean().backward()
         opt.step()

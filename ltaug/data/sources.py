@@ -19,13 +19,15 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import CIFAR10, CIFAR100
 
+from ltaug.config.data import BUILTIN_DATASETS as BUILTIN
+from ltaug.config.data import DATASET_PREFIXES as PREFIXES
+from ltaug.config.data import DataConfig, test_name
 from ltaug.data.dataset import LTDataset
 from ltaug.data.longtail import longtail_counts, select_longtail
 from ltaug.errors import LtaugError
-
-BUILTIN = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "cifar100-test", "cifar10-train", "cifar100-train")
-PREFIXES = ("npz:", "folder:")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MNIST_TEST_PER_CLASS = 100
 
@@ -50,8 +52,6 @@ def _check_name(name: str) -> None:
 
 def to_resolution(images: np.ndarray, resolution: int, channels: int = 0) -> np.ndarray:
     """Resize (shorter side, bicubic) and center-crop uint8 [N, H, W, C] to [N, res, res, C'] (C' = channels or C)."""
-    from PIL import Image
-
     n, h, w, c = images.shape
     out_c = channels or c
     if (h, w) == (resolution, resolution) and c == out_c:
@@ -64,8 +64,6 @@ def to_resolution(images: np.ndarray, resolution: int, channels: int = 0) -> np.
 
 
 def _pil_to_array(img, resolution: int, channels: int) -> np.ndarray:
-    from PIL import Image
-
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     if (w, h) != (resolution, resolution):
@@ -118,8 +116,6 @@ def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int
 
 
 def _cifar_class(num_classes: int):
-    from torchvision.datasets import CIFAR10, CIFAR100
-
     base = CIFAR10 if num_classes == 10 else CIFAR100
 
     class _Reader(base):  # torchvision's reader; presence checks instead of an md5 of every file on each load
@@ -208,14 +204,15 @@ def load_npz(path: str | os.PathLike) -> LTDataset:
 # ----------------------------------------------------------------------------------------------- folders
 
 
-def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0) -> LTDataset:
-    """ImageFolder tree: one sub-folder per class (sorted by name = label order), images resized + center-cropped."""
-    from PIL import Image, UnidentifiedImageError
-
+def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0,
+                exclude: tuple[str, ...] = ()) -> LTDataset:
+    """ImageFolder tree: one sub-folder per class (sorted by name = label order), images resized + center-cropped.
+    Sub-folders named in `exclude` are not classes (outputs another stage wrote there)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise LtaugError(f"image folder {root} does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                        and p.name not in exclude)
     if not class_dirs:
         raise LtaugError(f"image folder {root} has no class sub-folders (expected {root}/CLASS_NAME/*.png)")
     files: list[tuple[Path, int]] = []
@@ -276,18 +273,11 @@ def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLik
     return ds
 
 
-def test_name(name: str) -> str | None:
-    """The balanced test split that goes with a training set name, or None when there is no implied one."""
-    return {"mnist-lt": "mnist-lt", "cifar10-lt": "cifar10-test", "cifar100-lt": "cifar100-test",
-            "cifar10-test": "cifar10-test", "cifar100-test": "cifar100-test", "cifar10-train": "cifar10-test",
-            "cifar100-train": "cifar100-test"}.get(name)
-
-
-def load_from_config(cfg, split: str = "train") -> LTDataset:
-    """Load the train set, or its balanced test set, described by a recipe's `data` section."""
+def load_from_config(cfg: DataConfig, split: str = "train") -> LTDataset:
+    """Load the train set, or its balanced test set (`DataConfig.test_set`), described by a recipe's `data` section."""
     name = cfg.dataset
     if split == "test":
-        name = cfg.test_dataset or test_name(cfg.dataset)
+        name = cfg.test_set()
         if name is None:
             raise LtaugError(f"dataset '{cfg.dataset}' has no built-in test split: set data.test_dataset "
                              f"(e.g. --set data.test_dataset=npz:PATH)")

@@ -12,16 +12,20 @@ A checkpoint `generator/checkpoints/ckpt-NNNNNNN.pt` (N = optimizer steps done) 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
+from ltaug.config.generator import GeneratorConfig
+from ltaug.diffusion.schedule import NoiseSchedule
+from ltaug.diffusion.unet import build_unet
 from ltaug.errors import LtaugError
+from ltaug.files import atomic_write, atomic_write_json, sha256_file
+from ltaug.rundir import RunDir
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.pt$")
 
@@ -41,12 +45,10 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
 
 def save_checkpoint(state: dict, ckpt_dir: str | Path, keep: int) -> Path:
     """Write `state` as ckpt-<step>.pt (temporary name, then rename) and delete all but the newest `keep`."""
-    from ltaug.rundir import atomic_torch_save
-
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / checkpoint_name(int(state["step"]))
-    atomic_torch_save(state, path)
+    atomic_write(path, lambda f: torch.save(state, f))
     for old in list_checkpoints(d)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -59,7 +61,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return p
     if not p.exists():
         raise LtaugError(f"{p}: no such file or directory (expected a run dir, its generator/ dir or a ckpt-*.pt)")
-    for d in (p, p / "checkpoints", p / "generator" / "checkpoints"):
+    for d in (p, p / "checkpoints", RunDir(p).checkpoints):
         found = list_checkpoints(d)
         if found:
             return found[-1]
@@ -76,18 +78,27 @@ def load_checkpoint(path: str | Path) -> dict:
         raise LtaugError(f"{p}: not a readable ltaug checkpoint ({type(e).__name__}: {e})") from None
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def architecture(g: GeneratorConfig, num_classes: int, channels: int, resolution: int) -> dict:
+    """What must match between a checkpoint and the run that resumes or loads it (stored in its meta)."""
+    return {"preset": g.preset, "num_classes": num_classes, "channels": channels, "resolution": resolution,
+            "T": g.T, "schedule": g.schedule}
+
+
+def check_compatible(meta: dict, arch: dict, ckpt: Path) -> None:
+    """Refuse to resume `ckpt` with a recipe that builds another network or schedule (the key and the fix named)."""
+    for key, want in arch.items():
+        have = meta.get(key)
+        if have != want:
+            where = {"num_classes": "the dataset (data.dataset)", "channels": "data.channels",
+                     "resolution": "data.resolution"}.get(key, f"generator.{key}")
+            raise LtaugError(f"--resume: checkpoint {ckpt} was trained with {key}={have!r}, but {where} gives "
+                             f"{want!r}; resume with the recipe of that run, or start a new run with --out")
 
 
 @dataclass
 class LoadedGenerator:
     net: torch.nn.Module  # eval mode, on `device`
-    schedule: Any  # NoiseSchedule
+    schedule: NoiseSchedule
     num_classes: int
     classes: list[str]
     channels: int
@@ -102,9 +113,6 @@ class LoadedGenerator:
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> LoadedGenerator:
     """The trained network of a run dir / generator dir / checkpoints dir / ckpt file (EMA weights by default)."""
-    from ltaug.diffusion.schedule import NoiseSchedule
-    from ltaug.diffusion.unet import build_unet
-
     ckpt_path = resolve_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     meta = state.get("meta") or {}
@@ -118,15 +126,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     return LoadedGenerator(net=net, schedule=schedule, num_classes=int(meta["num_classes"]),
                            classes=list(meta.get("classes", [])), channels=int(meta["channels"]),
                            resolution=int(meta["resolution"]), step=int(state.get("step", 0)),
-                           checkpoint_path=ckpt_path, checkpoint_sha256=sha256_of(ckpt_path),
+                           checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path),
                            config=dict(state.get("config") or {}), counts=list(meta.get("counts", [])), meta=meta)
 
 
 def export_diffusers(net, meta: dict, out_dir: str | Path) -> Path:
     """Save the inner diffusers UNet2DModel with `save_pretrained` (plus ltaug.json: classes, null label, schedule),
     into a temporary folder first, then swap it in, so out_dir is never half-written."""
-    from ltaug.rundir import atomic_write_json
-
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

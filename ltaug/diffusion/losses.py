@@ -7,18 +7,22 @@ Every loss has one signature, `fn(net, schedule, x0, y, generator, **kw) -> dict
   generator  a CPU `torch.Generator`: every random draw of the loss comes from it, in a fixed order
              (t, eps, label dropout, then y' for CBDM, then y_neg for DiffROP), and is moved to x0's device
 and returns per-sample float32 tensors [N]: "loss" (what is averaged and minimized) and one entry per term ("dm",
-"cbdm", "overlap", and the diagnostics "D" (NaN where the label was dropped) and "active"). Keyword arguments a loss
-does not use are ignored, so a caller can pass one set of options to any loss. Fixed draws can be passed in (`t`,
-`eps`, `keep`, `y_prime`, `y_neg`) to evaluate a loss on chosen values (tests do).
+"cbdm", "overlap", and the diagnostics "D" (NaN where the label was dropped) and "active"). The options are the
+recipe's own sections: `cbdm` a `CbdmConfig`, `diffrop` a `DiffropConfig` (gamma, margin, variant, ...), so every
+default lives in ltaug.config.generator; `loss_options(generator_config, counts)` builds the keyword arguments of
+any loss. Keyword arguments a loss does not use are ignored, so a caller can pass one set of options to any loss.
+Fixed draws can be passed in (`t`, `eps`, `keep`, `y_prime`, `y_neg`) to evaluate a loss on chosen values (tests do).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Optional
 
 import torch
 
+from ltaug.config.generator import STOP_GRADS, CbdmConfig, DiffropConfig, GeneratorConfig
 from ltaug.errors import LtaugError
 
 LossFn = Callable[..., dict]
@@ -27,6 +31,8 @@ LOSSES: dict[str, LossFn] = {}
 
 def register(name: str) -> Callable[[LossFn], LossFn]:
     def deco(fn: LossFn) -> LossFn:
+        if name in LOSSES:
+            raise ValueError(f"loss '{name}' is registered already")
         LOSSES[name] = fn
         return fn
 
@@ -177,9 +183,6 @@ def _active(variant: str, m: float, D, dpos, dneg) -> torch.Tensor:
     return dpos - dneg + m > 0  # triplet
 
 
-STOP_GRADS = ("positive", "negative", "none", "both_sided")
-
-
 def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, eps_pos: torch.Tensor,
             y_neg: torch.Tensor, *, margin: Optional[float], variant: str = "hinge", distance_kind: str = "mse",
             tau: str = "increasing", tau0: float = 1.0, stop_grad: str = "positive", active_only: bool = True,
@@ -280,80 +283,94 @@ def _cbdm_term(net, schedule, xt, t, eps_pos, y_prime, keep, tau: float) -> torc
     return out.index_copy(0, idx, w * reg)
 
 
+def _margin(diffrop: DiffropConfig, measure_only: bool) -> Optional[float]:
+    """The margin in force: None while `measure_only` (margin auto, before calibration), else the section's number."""
+    if measure_only:
+        return None
+    if isinstance(diffrop.margin, str):
+        raise LtaugError("generator.diffrop.margin auto is calibrated by the training loop: pass the calibrated "
+                         "value (dataclasses.replace(diffrop, margin=m)) or measure_only=True")
+    return float(diffrop.margin)
+
+
 def _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, *, num_classes, counts, y_neg,
-                  margin, diffrop: dict) -> dict:
+                  diffrop: DiffropConfig, measure_only: bool) -> dict:
     n = xt.shape[0]
     nan = torch.full((n,), float("nan"), device=xt.device)
     zero = torch.zeros(n, device=xt.device)
     if num_classes < 2:  # no other class to separate from: the overlap term vanishes (DDPM exactly)
         return {"overlap": zero, "D": nan, "active": zero}
     if y_neg is None:
-        y_neg = draw_negatives(y, num_classes, diffrop.get("negatives", "uniform"), counts, generator)
+        y_neg = draw_negatives(y, num_classes, diffrop.negatives, counts, generator)
     y_neg = y_neg.view(n, -1).to(xt.device)
     idx = keep.nonzero().squeeze(1)
-    o = overlap(net, schedule, xt[idx], t[idx], eps[idx], eps_pos[idx], y_neg[idx], margin=margin,
-                variant=diffrop.get("variant", "hinge"), distance_kind=diffrop.get("distance", "mse"),
-                tau=diffrop.get("tau", "increasing"), tau0=diffrop.get("tau0", 1.0),
-                stop_grad=diffrop.get("stop_grad", "positive"), active_only=diffrop.get("active_only", True),
-                variance=diffrop.get("variance", "large"))
+    o = overlap(net, schedule, xt[idx], t[idx], eps[idx], eps_pos[idx], y_neg[idx],
+                margin=_margin(diffrop, measure_only), variant=diffrop.variant, distance_kind=diffrop.distance,
+                tau=diffrop.tau, tau0=diffrop.tau0, stop_grad=diffrop.stop_grad, active_only=diffrop.active_only)
     return {"overlap": zero.index_copy(0, idx, o["overlap"]), "D": nan.index_copy(0, idx, o["D"]),
             "active": zero.index_copy(0, idx, o["active"])}
 
 
 @register("cbdm")
 def cbdm_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
-              label_dropout: str = "sample", counts=None, cbdm_tau: float = 1.0, y_prime_mode: str = "frequency",
+              label_dropout: str = "sample", counts=None, cbdm: Optional[CbdmConfig] = None,
               t=None, eps=None, keep=None, y_prime=None, **_) -> dict:
     """L = L_DM + L_CBDM (method.md §2), the positive prediction shared by both terms."""
+    cbdm = cbdm or CbdmConfig()
     t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
     xt = schedule.q_sample(x0, t, eps)
     eps_pos = net(xt, t, y_in)
     dm = mse_per_sample(eps_pos, eps)
     if y_prime is None:
-        y_prime = draw_y_prime(y, num_classes, y_prime_mode, counts, generator)
-    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm_tau)
+        y_prime = draw_y_prime(y, num_classes, cbdm.y_prime, counts, generator)
+    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm.tau)
     return {"loss": dm + cb, "dm": dm, "cbdm": cb}
 
 
 @register("diffrop")
 def diffrop_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
-                 label_dropout: str = "sample", counts=None, gamma: float = 0.1, margin: Optional[float] = 0.05,
-                 diffrop: Optional[dict] = None, t=None, eps=None, keep=None, y_neg=None, **_) -> dict:
-    """L = L_DM + gamma * L_overlap (method.md §3). `diffrop` holds variant, distance, tau, tau0, negatives,
-    stop_grad, active_only, variance; margin None measures D without the overlap term (margin auto)."""
+                 label_dropout: str = "sample", counts=None, diffrop: Optional[DiffropConfig] = None,
+                 measure_only: bool = False, t=None, eps=None, keep=None, y_neg=None, **_) -> dict:
+    """L = L_DM + gamma * L_overlap (method.md §3), with gamma, margin, variant, distance, tau, negatives,
+    stop_grad and active_only from the `diffrop` section. measure_only: D is measured without the overlap term
+    (margin auto, before calibration)."""
+    diffrop = diffrop or DiffropConfig()
     t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
     xt = schedule.q_sample(x0, t, eps)
     eps_pos = net(xt, t, y_in)  # for kept samples this is eps_theta(x_t, t, y): reused as the positive branch
     dm = mse_per_sample(eps_pos, eps)
     o = _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, num_classes=num_classes,
-                      counts=counts, y_neg=y_neg, margin=margin, diffrop=diffrop or {})
-    return {"loss": dm + gamma * o["overlap"], "dm": dm, **o}
+                      counts=counts, y_neg=y_neg, diffrop=diffrop, measure_only=measure_only)
+    return {"loss": dm + diffrop.gamma * o["overlap"], "dm": dm, **o}
 
 
 @register("cbdm+diffrop")
 def cbdm_diffrop_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond: float = 0.1,
-                      label_dropout: str = "sample", counts=None, cbdm_tau: float = 1.0,
-                      y_prime_mode: str = "frequency", gamma: float = 0.1, margin: Optional[float] = 0.05,
-                      diffrop: Optional[dict] = None, t=None, eps=None, keep=None, y_prime=None, y_neg=None,
-                      **_) -> dict:
+                      label_dropout: str = "sample", counts=None, cbdm: Optional[CbdmConfig] = None,
+                      diffrop: Optional[DiffropConfig] = None, measure_only: bool = False, t=None, eps=None,
+                      keep=None, y_prime=None, y_neg=None, **_) -> dict:
     """L = L_DM + L_CBDM + gamma * L_overlap."""
+    cbdm, diffrop = cbdm or CbdmConfig(), diffrop or DiffropConfig()
     t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
     xt = schedule.q_sample(x0, t, eps)
     eps_pos = net(xt, t, y_in)
     dm = mse_per_sample(eps_pos, eps)
     if y_prime is None:
-        y_prime = draw_y_prime(y, num_classes, y_prime_mode, counts, generator)
-    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm_tau)
+        y_prime = draw_y_prime(y, num_classes, cbdm.y_prime, counts, generator)
+    cb = _cbdm_term(net, schedule, xt, t, eps_pos, y_prime.to(y.device), keep, cbdm.tau)
     o = _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, num_classes=num_classes,
-                      counts=counts, y_neg=y_neg, margin=margin, diffrop=diffrop or {})
-    return {"loss": dm + cb + gamma * o["overlap"], "dm": dm, "cbdm": cb, **o}
+                      counts=counts, y_neg=y_neg, diffrop=diffrop, measure_only=measure_only)
+    return {"loss": dm + cb + diffrop.gamma * o["overlap"], "dm": dm, "cbdm": cb, **o}
 
 
-def loss_kwargs(gcfg, num_classes: int, counts, margin: Optional[float]) -> dict:
-    """The keyword arguments of any registered loss, from a recipe's `generator` section."""
-    d = gcfg.diffrop
-    return dict(num_classes=num_classes, p_uncond=gcfg.p_uncond, label_dropout=gcfg.label_dropout,
-                counts=list(counts), cbdm_tau=gcfg.cbdm.tau, y_prime_mode=gcfg.cbdm.y_prime, gamma=d.gamma,
-                margin=margin,
-                diffrop=dict(variant=d.variant, distance=d.distance, tau=d.tau, tau0=d.tau0, negatives=d.negatives,
-                             stop_grad=d.stop_grad, active_only=d.active_only))
+def loss_options(g: GeneratorConfig, counts, *, margin: Optional[float] = None, measure_only: bool = False,
+                 active_only: Optional[bool] = None) -> dict:
+    """The keyword arguments of any registered loss from a recipe's `generator` section: its cbdm and diffrop
+    sections as they are, with the margin replaced by `margin` (margin auto, once calibrated) and active_only by
+    the loop's per-step choice when given."""
+    diffrop = g.diffrop
+    changes = {k: v for k, v in (("margin", margin), ("active_only", active_only)) if v is not None}
+    if changes:
+        diffrop = dataclasses.replace(diffrop, **changes)
+    return dict(num_classes=len(counts), counts=list(counts), p_uncond=g.p_uncond, label_dropout=g.label_dropout,
+                cbdm=g.cbdm, diffrop=diffrop, measure_only=measure_only)

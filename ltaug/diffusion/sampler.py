@@ -1,4 +1,7 @@
-"""Reverse-process samplers: ancestral DDPM and DDIM, with classifier-free guidance (method.md §1). No file I/O.
+"""The sampling loop: ancestral DDPM and DDIM with classifier-free guidance (method.md §1). No file I/O.
+
+The math of one step is the schedule's (`NoiseSchedule.ddpm_step` / `ddim_step`); this loop picks the timesteps,
+computes the guided eps and hands each step its image's own noise.
 
 Guidance convention (the long-tail papers'): `eps~ = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, null)`, so `w = 0` is
 plain conditional sampling and the "guidance scale" of other libraries is `s = 1 + w`. The conditional and the null
@@ -17,8 +20,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-SAMPLERS = ("ddpm", "ddim")
-VARIANCES = ("large", "small")
+from ltaug.config.synth import SAMPLERS, VARIANCES
+
 
 
 def guidance_scale(w: float) -> float:
@@ -67,7 +70,7 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
 
     net: eps-prediction network `net(x [N,C,H,W], t LongTensor [N], y LongTensor [N]) -> eps [N,C,H,W]`, with label
         `num_classes` the learned null class; used as is (pass the EMA weights, in eval mode, on `device`).
-    schedule: `NoiseSchedule`-like, float64 tensors `betas, alphas, alpha_bar` of length T.
+    schedule: a `NoiseSchedule` (its `ddpm_step` / `ddim_step` make each step).
     y: LongTensor [N], labels in [0, num_classes). seeds: N ints; image i's noise comes from seeds[i] only.
     sampler: "ddpm" = ancestral, all T steps, sigma_t^2 = beta_t (variance "large") or beta~_t ("small");
         "ddim" = `steps` steps, eta = 0 deterministic, eta = 1 with steps = T is ancestral DDPM with beta~_t.
@@ -102,51 +105,20 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
     null = torch.full_like(y, num_classes)
     noise = _PerImageNoise(seeds, shape, device, dtype)
 
-    # Coefficients in float64 (the schedule's precision), cast to python floats per step.
-    betas = schedule.betas.detach().to("cpu", torch.float64)
-    alphas = schedule.alphas.detach().to("cpu", torch.float64)
-    alpha_bar = schedule.alpha_bar.detach().to("cpu", torch.float64)
-    T = len(betas)
     if len(y) == 0:
         return torch.empty((0, *shape), device=device, dtype=dtype)
 
     x = noise.draw()  # x_T ~ N(0, I)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    if sampler == "ddpm":
-        ts = list(range(T - 1, -1, -1))
-    else:
-        ts = ddim_timesteps(T, steps)
+    ts = list(range(schedule.T - 1, -1, -1)) if sampler == "ddpm" else ddim_timesteps(schedule.T, steps)
     for i, t in enumerate(ts):
         eps = _guided_eps(net, x, t, y, null, float(w))
-        ab_t = float(alpha_bar[t])
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        ab_prev = float(alpha_bar[t_prev]) if t_prev >= 0 else 1.0
-        last = t_prev < 0
         if sampler == "ddpm":
-            # mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t)   (Ho et al. eq. 11)
-            beta_t, alpha_t = float(betas[t]), float(alphas[t])
-            if clip_x0:
-                x0 = ((x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5).clamp(-1, 1)
-                # posterior mean of q(x_{t-1} | x_t, x0) (Ho et al. eq. 7)
-                mean = (ab_prev ** 0.5 * beta_t / (1 - ab_t)) * x0 + (alpha_t ** 0.5 * (1 - ab_prev) / (1 - ab_t)) * x
-            else:
-                mean = (x - beta_t / (1 - ab_t) ** 0.5 * eps) / alpha_t ** 0.5
-            if last:
-                x = mean
-            else:
-                var = beta_t if variance == "large" else (1 - ab_prev) / (1 - ab_t) * beta_t
-                x = mean + var ** 0.5 * noise.draw()
+            x = schedule.ddpm_step(eps, t, x, noise.draw, variance=variance, clip_x0=clip_x0)
         else:
-            # DDIM (Song et al. eq. 12): x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z
-            x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
-            if clip_x0:
-                x0 = x0.clamp(-1, 1)
-                eps = (x - ab_t ** 0.5 * x0) / (1 - ab_t) ** 0.5
-            sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
-            x = ab_prev ** 0.5 * x0 + max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * eps
-            if sigma > 0 and not last:
-                x = x + sigma * noise.draw()
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x = schedule.ddim_step(eps, t, t_prev, x, noise.draw, eta=eta, clip_x0=clip_x0)
         if callback is not None:
             callback(i + 1, len(ts))
     return x.clamp(-1, 1)

@@ -9,6 +9,7 @@ final weights load in plain diffusers.
 from __future__ import annotations
 
 import torch
+from diffusers import UNet2DModel
 from torch import nn
 
 from ltaug.errors import LtaugError
@@ -64,8 +65,6 @@ def preset_kwargs(preset: str) -> dict:
 
 def build_unet(preset: str, num_classes: int, in_channels: int, resolution: int) -> ClassConditionalUNet:
     """A fresh class-conditional UNet (`num_classes + 1` class embeddings) for [N, in_channels, res, res] inputs."""
-    from diffusers import UNet2DModel
-
     kw = preset_kwargs(preset)
     levels = len(kw["block_out_channels"])
     if resolution % (2 ** (levels - 1)):

@@ -1,15 +1,15 @@
-"""Recipes: typed configuration defined once, read from YAML, overridden with `--set a.b=value`.
+"""Recipes: the tree of typed sections, read from YAML and overridden with `--set a.b=value`, written back as
+commented YAML that is itself a valid recipe.
 
-A recipe is a tree of dataclasses (`Recipe` below; each stage owns its section in its own torch-free `config.py`).
-Every field carries a help string in its metadata, so a resolved recipe can be written back as commented YAML that
-is itself a valid recipe. Unknown keys, wrong types and values outside a field's `choices` are `LtaugError`s that
-name the key and the valid choices.
+Unknown keys and wrong types are `LtaugError`s that name the key (here); choices and bounds are checked by each
+section when it is built (`ltaug.config.fields.Section`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,32 +17,34 @@ from typing import Any, Union, get_args, get_origin
 
 import yaml
 
+from ltaug.config.classifier import ClassifierConfig
+from ltaug.config.data import DataConfig
+from ltaug.config.evaluate import EvaluateConfig
+from ltaug.config.fields import Section, opt, section, yaml_scalar
+from ltaug.config.generator import GeneratorConfig
+from ltaug.config.synth import SynthConfig
 from ltaug.errors import LtaugError
 
-RECIPE_DIR = Path(__file__).parent / "recipes"
-
-
-from ltaug.config_fields import opt, section  # noqa: E402,F401
-
-
-# Sections are imported here, not in the stage packages' __init__, so that reading a recipe never imports torch.
-from ltaug.data.config import DataConfig  # noqa: E402
-from ltaug.diffusion.config import GeneratorConfig  # noqa: E402
-from ltaug.synth.config import SynthConfig  # noqa: E402
-from ltaug.classify.config import ClassifierConfig  # noqa: E402
-from ltaug.metrics.config import EvalConfig  # noqa: E402
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+HEADER = "# resolved ltaug recipe: a valid recipe for --recipe\n"
 
 
 @dataclass
-class Recipe:
+class Recipe(Section):
     name: str = opt("mnist_lt", "name of the recipe; used in run directory names")
     seed: int = opt(0, "global seed: data order, initialisation, sampling")
-    device: str = opt("auto", "auto picks cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    device: str = opt("auto", "auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps")
     data: DataConfig = section(DataConfig, "the long-tailed training set and its balanced test set")
     generator: GeneratorConfig = section(GeneratorConfig, "class-conditional diffusion model and its training")
     synth: SynthConfig = section(SynthConfig, "sampling the synthetic images")
     classifier: ClassifierConfig = section(ClassifierConfig, "timm classifier on real plus synthetic data")
-    evaluate: EvalConfig = section(EvalConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+    evaluate: EvaluateConfig = section(EvaluateConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+
+    def validate(self) -> None:
+        if not DEVICE_RE.match(self.device):
+            raise LtaugError(f"recipe key 'device' (--device): '{self.device}' is not a device; expected auto, cpu, "
+                             "cuda, cuda:N or mps")
 
 
 # ----------------------------------------------------------------------------------------------- type checking
@@ -104,7 +106,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (partial) mapping, checking every key, type, choice and bound."""
+    """Build section `cls` from a (partial) mapping, checking every key and type; the section checks its values."""
     if not isinstance(data, dict):
         raise LtaugError(f"recipe section '{prefix or '<root>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -122,21 +124,9 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value if value is not None else {}, key)
-            continue
-        value = _coerce(value, tp, key)
-        meta = fields[name].metadata
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            raise LtaugError(f"recipe key '{key}': {value!r} is not one of {', '.join(map(str, choices))}")
-        low = meta.get("min")
-        if low is not None and isinstance(value, (int, float)) and value < low:
-            raise LtaugError(f"recipe key '{key}': {value!r} must be >= {low}")
-        kwargs[name] = value
-    obj = cls(**kwargs)
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        check()
-    return obj
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
 
 
 def to_dict(obj: Any) -> dict:
@@ -158,6 +148,12 @@ def apply_set(data: dict, assignment: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise LtaugError(f"--set '{assignment}': the value is not valid YAML ({e.problem})") from None
+    set_key(data, key, value, f"--set '{assignment}'")
+    return data
+
+
+def set_key(data: dict, key: str, value: Any, where: str = "") -> None:
+    """data[a][b][c] = value for key 'a.b.c', making (or replacing empty) sections on the way."""
     node = data
     parts = key.split(".")
     for p in parts[:-1]:
@@ -165,10 +161,14 @@ def apply_set(data: dict, assignment: str) -> dict:
         if child is None:
             child = node[p] = {}
         if not isinstance(child, dict):
-            raise LtaugError(f"--set '{assignment}': '{p}' is a value, not a section")
+            raise LtaugError(f"{where or key}: '{p}' is a value, not a section")
         node = child
     node[parts[-1]] = value
-    return data
+
+
+def as_sets(values: dict) -> list[str]:
+    """{"a.b": v} -> ["a.b=v"] (the inverse of apply_set, e.g. for a sweep trial's values)."""
+    return [f"{k}={yaml_scalar(v)}" for k, v in values.items()]
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -198,17 +198,17 @@ def read_recipe_file(recipe: str | os.PathLike | None) -> dict:
     return data
 
 
-def load_recipe(recipe: str | os.PathLike | dict | None = None, sets: list[str] | tuple = ()) -> Recipe:
-    """Resolve a recipe: built-in name, YAML path or mapping (None = `mnist_lt`), then each `--set` in order."""
+def load_recipe(recipe: str | os.PathLike | dict | None = None, sets: list[str] | tuple = (),
+                values: dict | None = None) -> Recipe:
+    """Resolve a recipe: built-in name, YAML path or mapping (None = `mnist_lt`), then `values` (dotted key ->
+    value, None = not given: what command-line flags hold), then each `--set` in order."""
     data = dict(recipe) if isinstance(recipe, dict) else read_recipe_file(recipe)
+    for key, value in (values or {}).items():
+        if value is not None:
+            set_key(data, key, value)
     for s in sets:
         apply_set(data, s)
     return from_dict(Recipe, data)
-
-
-def _yaml_scalar(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    return text.removesuffix("...").strip()
 
 
 def to_yaml(obj: Any, indent: int = 0) -> str:
@@ -226,11 +226,14 @@ def to_yaml(obj: Any, indent: int = 0) -> str:
             lines.append(to_yaml(value, indent + 1))
         else:
             comment = f"  # {help_}" if help_ else ""
-            lines.append(f"{pad}{f.name}: {_yaml_scalar(value)}{comment}")
+            lines.append(f"{pad}{f.name}: {yaml_scalar(value)}{comment}")
     return "\n".join(lines)
 
 
-def save_recipe(recipe: Any, path: str | os.PathLike) -> None:
-    from ltaug.rundir import atomic_write_text
+def recipe_text(recipe: Recipe) -> str:
+    """The text of a resolved recipe file (config.yaml): a header line and the commented YAML."""
+    return HEADER + to_yaml(recipe) + "\n"
 
-    atomic_write_text(Path(path), "# resolved ltaug recipe: a valid recipe for --recipe\n" + to_yaml(recipe) + "\n")
+
+__all__ = ["Recipe", "RECIPE_DIR", "from_dict", "to_dict", "apply_set", "set_key", "as_sets", "recipe_names",
+           "read_recipe_file", "load_recipe", "to_yaml", "recipe_text", "Section", "opt", "section"]

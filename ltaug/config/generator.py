@@ -1,4 +1,5 @@
-"""The `generator` section of a recipe (torch-free). Owned by the generator stage; see method.md §1-§3, §5.
+"""The `generator` section of a recipe: the class-conditional diffusion model, its loss and its training
+(method.md §1-§3, §5).
 
 The defaults are the CPU recipe of the embedded MNIST-LT (mnist_lt is the default recipe); the CIFAR recipes set
 the published DDPM-CIFAR protocol (preset ddpm-cifar, lr 2e-4, warmup 5000, EMA 0.9999, 300k steps).
@@ -9,25 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ltaug.config_fields import opt, section
+from ltaug.config.fields import Section, opt, section
 from ltaug.errors import LtaugError
 
 LOSSES = ("ddpm", "cbdm", "diffrop", "cbdm+diffrop")
+PRESETS = ("ddpm-cifar", "small", "tiny")
 VARIANTS = ("hinge", "squared_hinge", "triplet", "plain")
+DISTANCES = ("mse", "kl")
+TAUS = ("constant", "increasing", "decreasing", "kl")
+NEGATIVES = ("uniform", "frequency", "head", "all")
+STOP_GRADS = ("positive", "negative", "none", "both_sided")
+Y_PRIMES = ("frequency", "uniform")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 @dataclass
-class DiffropConfig:
+class DiffropConfig(Section):
+    KEY = "generator.diffrop"
+
     variant: str = opt("hinge", "per-sample overlap term (method.md §3)", choices=VARIANTS)
     distance: str = opt("mse", "D: mean squared difference of the two eps predictions, or the exact kernel KL",
-                        choices=("mse", "kl"))
-    tau: str = opt("increasing", "time weighting tau(t)", choices=("constant", "increasing", "decreasing", "kl"))
+                        choices=DISTANCES)
+    tau: str = opt("increasing", "time weighting tau(t)", choices=TAUS)
     tau0: float = opt(1.0, "scale of tau(t)", min=0.0)
-    negatives: str = opt("uniform", "how the negative label y_neg != y is drawn",
-                         choices=("uniform", "frequency", "head", "all"))
-    stop_grad: str = opt("positive", "which prediction gets no gradient from the overlap term",
-                         choices=("positive", "negative", "none", "both_sided"))
-    gamma: float = opt(0.1, "weight of the overlap term: L = L_DM + gamma * L_overlap")
+    negatives: str = opt("uniform", "how the negative label y_neg != y is drawn", choices=NEGATIVES)
+    stop_grad: str = opt("positive", "which prediction gets no gradient from the overlap term", choices=STOP_GRADS)
+    gamma: float = opt(0.1, "weight of the overlap term: L = L_DM + gamma * L_overlap", min=0.0)
     margin: Union[float, str] = opt(0.02, "margin m in the units of D, or 'auto' (calibrated on the model)")
     auto_quantile: float = opt(0.9, "margin auto: the quantile of D taken as m", min=0.0)
     auto_steps: int = opt(200, "margin auto: D is measured (no overlap loss) over the second half of the first "
@@ -36,18 +44,30 @@ class DiffropConfig:
                             "branch with gradient only for those (same loss, fewer passes); false = always the plain "
                             "two-pass step")
 
+    def validate(self) -> None:
+        if isinstance(self.margin, str):
+            if self.margin != "auto":
+                raise LtaugError(f"generator.diffrop.margin '{self.margin}': expected a number >= 0 or 'auto'")
+        elif not self.margin >= 0:  # also refuses NaN
+            raise LtaugError(f"generator.diffrop.margin {self.margin}: must be >= 0 (or 'auto')")
+        if not 0.0 <= self.auto_quantile <= 1.0:
+            raise LtaugError(f"generator.diffrop.auto_quantile {self.auto_quantile}: must be in [0, 1]")
+
 
 @dataclass
-class CbdmConfig:
+class CbdmConfig(Section):
+    KEY = "generator.cbdm"
+
     tau: float = opt(1.0, "weight of the CBDM regularizer (its 1/4 commitment weight is fixed)", min=0.0)
     y_prime: str = opt("frequency", "how y' is drawn: frequency (training from scratch) or uniform (fine-tuning)",
-                       choices=("frequency", "uniform"))
+                       choices=Y_PRIMES)
 
 
 @dataclass
-class GeneratorConfig:
-    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), tiny (tests)",
-                      choices=("ddpm-cifar", "small", "tiny"))
+class GeneratorConfig(Section):
+    KEY = "generator"
+
+    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), tiny (tests)", choices=PRESETS)
     loss: str = opt("diffrop", "training loss", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)
@@ -57,12 +77,14 @@ class GeneratorConfig:
     p_uncond: float = opt(0.1, "probability of dropping the label (null class) for classifier-free guidance", min=0.0)
     label_dropout: str = opt("sample", "drop labels per sample, or for the whole batch at once (CBDM's code)",
                              choices=("sample", "batch"))
+    class_power: float = opt(1.0, "batches draw class c with probability proportional to n_c^class_power: 1 = the "
+                             "data's own frequencies (plain shuffling), 0.5 = square root, 0 = class-balanced",
+                             min=0.0)
     hflip: bool = opt(False, "random horizontal flips (true for CIFAR; wrong for digits)")
     ema_decay: float = opt(0.999, "EMA decay; the effective decay ramps up as min(decay, (1+s)/(10+s))", min=0.0)
     warmup: int = opt(50, "linear learning-rate warmup steps", min=0)
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)", min=0.0)
-    amp: str = opt("auto", "autocast: auto (bf16 on GPU, none on CPU), none, bf16, fp16 (GPU)",
-                   choices=("auto", "none", "bf16", "fp16"))
+    amp: str = opt("auto", "autocast: auto (bf16 on GPU, none on CPU), none, bf16, fp16 (GPU)", choices=AMP_MODES)
     channels_last: bool = opt(False, "channels_last memory format (faster on GPU)")
     compile: bool = opt(False, "torch.compile the network (slower on CPU)")
     accum: int = opt(1, "gradient accumulation: micro-batches per optimizer step", min=1)
@@ -77,20 +99,23 @@ class GeneratorConfig:
     cbdm: CbdmConfig = section(CbdmConfig, "the CBDM regularizer (loss: cbdm or cbdm+diffrop)")
 
     def validate(self) -> None:
-        d = self.diffrop
-        if d.gamma < 0:
-            raise LtaugError(f"generator.diffrop.gamma {d.gamma}: must be >= 0 (it weights the overlap term)")
-        if isinstance(d.margin, str):
-            if d.margin != "auto":
-                raise LtaugError(f"generator.diffrop.margin '{d.margin}': expected a number >= 0 or 'auto'")
-        elif d.margin < 0:
-            raise LtaugError(f"generator.diffrop.margin {d.margin}: must be >= 0 (or 'auto')")
-        if not 0.0 <= d.auto_quantile <= 1.0:
-            raise LtaugError(f"generator.diffrop.auto_quantile {d.auto_quantile}: must be in [0, 1]")
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise LtaugError(f"generator.lr {self.lr}: must be a positive finite number")
         if not 0.0 <= self.p_uncond < 1.0:
             raise LtaugError(f"generator.p_uncond {self.p_uncond}: must be in [0, 1)")
         if self.ema_decay >= 1.0:
             raise LtaugError(f"generator.ema_decay {self.ema_decay}: must be < 1")
+        if self.class_power > 1.0:
+            raise LtaugError(f"generator.class_power {self.class_power}: must be in [0, 1] (1 = the data's own "
+                             "class frequencies, 0 = class-balanced batches)")
         if self.batch_size % self.accum:
             raise LtaugError(f"generator.batch_size {self.batch_size} must be divisible by generator.accum "
                              f"{self.accum}")
+
+    @property
+    def uses_overlap(self) -> bool:
+        return "diffrop" in self.loss
+
+    @property
+    def margin_auto(self) -> bool:
+        return self.uses_overlap and self.diffrop.margin == "auto"

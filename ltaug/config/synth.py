@@ -1,15 +1,22 @@
-"""The `synth` section of a recipe (torch-free). Owned by the synthesis stage."""
+"""The `synth` section of a recipe: how synthetic images are sampled (the sampling protocol, shared by `ltaug
+synthesize` and by the generator metrics of `ltaug evaluate` and `ltaug run`) and how many are planned."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltaug.config_fields import opt
+from ltaug.config.fields import Section, opt
 from ltaug.errors import LtaugError
+
+SAMPLERS = ("ddpm", "ddim")
+VARIANCES = ("large", "small")
+AMP_MODES = ("none", "bf16", "fp16")
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(Section):
+    KEY = "synth"
+
     # CPU defaults for the embedded MNIST-LT (400 -> 4 per class): fill_to 100 draws 494 tail images; DDIM-10 with
     # guidance on the `small` UNet is ~10k forward-image pairs, about 2 minutes on 2 CPU cores. Published CIFAR-LT
     # settings: sampler ddpm (all 1000 steps), w 0.8 (DDPM) or 1.6 (CBDM), fill_to = the head count.
@@ -17,15 +24,16 @@ class SynthConfig:
     fill_to: int = opt(100, "top every class up to this many images, real ones included, so the head may get none "
                             "(0 = use per_class)", min=0)
     classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
-    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=("ddpm", "ddim"))
+    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=SAMPLERS)
     steps: int = opt(10, "DDIM steps (ignored by ddpm, which always takes all T)", min=1)
     eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0)
     variance: str = opt("large", "DDPM step variance: large (sigma^2 = beta_t, the CIFAR default) or small "
-                                 "(the posterior's beta~_t)", choices=("large", "small"))
+                                 "(the posterior's beta~_t)", choices=VARIANCES)
     w: float = opt(1.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
                    min=0.0)
+    clip_x0: bool = opt(False, "clamp the predicted x0 to [-1, 1] at every step (the published samplers do not)")
     amp: str = opt("none", "autocast of the sampling network: none (fp32, the published protocols), bf16 or fp16 "
-                   "(GPU; faster, images differ slightly)", choices=("none", "bf16", "fp16"))
+                   "(GPU; faster, images differ slightly)", choices=AMP_MODES)
     batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1)
     workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1)
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
@@ -42,3 +50,12 @@ class SynthConfig:
                              "set one of them to 0 (on the command line, --per-class / --fill-to pick one)")
         if self.min_confidence > 1:
             raise LtaugError(f"synth.min_confidence {self.min_confidence}: a probability, must be in [0, 1]")
+
+    def identity(self, T: int) -> dict:
+        """The sampling settings that decide an image (beside checkpoint, label and seed), with the knobs a sampler
+        ignores normalized (DDPM takes all T steps and has no eta; DDIM has no step variance), so that two
+        settings that draw the same images compare equal."""
+        ddpm = self.sampler == "ddpm"
+        return {"sampler": self.sampler, "steps": T if ddpm else int(self.steps),
+                "eta": None if ddpm else float(self.eta), "variance": self.variance if ddpm else None,
+                "w": float(self.w), "clip_x0": bool(self.clip_x0), "amp": self.amp}

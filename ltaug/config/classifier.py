@@ -1,4 +1,4 @@
-"""The `classifier` section of a recipe (torch-free). Owned by the classifier stage; see method.md §6.
+"""The `classifier` section of a recipe: a timm classifier on real plus synthetic data (method.md §6).
 
 The defaults are the CPU default (the embedded MNIST-LT in a minute or two per run). The published CIFAR-LT recipe
 (method.md §6) is: model cifar_resnet32, epochs 200, batch_size 128, lr 0.1, warmup_epochs 5, weight_decay 2e-4,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltaug.config_fields import opt
+from ltaug.config.fields import Section, opt
 from ltaug.errors import LtaugError
 
 LOSSES = ("ce", "cb", "balanced_softmax", "logit_adjust", "ldam", "ldam_drw")
@@ -17,7 +17,9 @@ SAMPLERS = ("none", "class_balanced", "sqrt")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Section):
+    KEY = "classifier"
+
     model: str = opt("cifar_resnet8", "any timm model name; ltaug registers cifar_resnet8/20/32/44/56/110 "
                                       "(cifar_resnet32 is the published CIFAR-LT backbone)")
     pretrained: bool = opt(False, "load timm's pretrained weights (needs the Hugging Face hub)")

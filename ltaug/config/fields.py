@@ -1,0 +1,62 @@
+"""What every recipe section is made of: fields with a default, a help string (the YAML comment), choices and a lower
+bound, checked when the section is built, however it is built (from YAML, `--set`, or `GeneratorConfig(...)` in
+Python), so that each value is checked in exactly one place.
+
+A section is a dataclass deriving from `Section` with a class attribute `KEY` (its dotted place in the recipe,
+e.g. "generator.diffrop"), so every error names the recipe key at fault. A section may add a `validate()` for
+checks that involve several fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import yaml
+
+from ltaug.errors import LtaugError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None) -> Any:
+    """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / lower bound."""
+    meta = {"help": help, "choices": choices, "min": min}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str) -> Any:
+    """A nested recipe section (a dataclass with defaults for every field)."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help, "choices": None, "min": None})
+
+
+def yaml_scalar(value: Any) -> str:
+    """One value as inline YAML (what `--set key=VALUE` and a recipe line hold): 0.02, auto, [fid, kid], ..."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
+class Section:
+    """Base of every recipe section: checks choices and lower bounds of its own fields, then `validate()`."""
+
+    KEY: ClassVar[str] = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.KEY}.{name}" if self.KEY else name
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices, low = f.metadata.get("choices"), f.metadata.get("min")
+            if choices and value not in choices:
+                raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} is not one of "
+                                 f"{', '.join(map(str, choices))}")
+            if low is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if value != value:  # NaN compares false with everything: refuse it explicitly
+                    raise LtaugError(f"recipe key '{self.key(f.name)}': nan is not a number")
+                if value < low:
+                    raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} must be >= {low}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields (override)."""
