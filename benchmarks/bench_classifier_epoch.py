@@ -64,6 +64,7 @@ def main() -> None:
     from ltaug.classify.train import train_classifier
     from ltaug.config import load_recipe
     from ltaug.data import load_npz
+    from ltaug.files import read_jsonl
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,8 +82,8 @@ def main() -> None:
     sets = ["device=cpu", f"data.dataset=npz:{train}", f"data.test_dataset=npz:{test}", "classifier.epochs=1",
             f"classifier.model={args.model}", f"classifier.batch_size={args.batch_size}", "classifier.warmup_epochs=0"]
     with tempfile.TemporaryDirectory() as tmp:
-        base = train_classifier(load_recipe(None, sets), Path(tmp) / "real", progress=False)
-        base_epoch = [json.loads(l) for l in (Path(tmp) / "real" / "metrics.jsonl").read_text().splitlines()][-1]
+        train_classifier(load_recipe(None, sets), Path(tmp) / "real", progress=False)
+        base_epoch = read_jsonl(Path(tmp) / "real" / "metrics.jsonl")[-1]
         emit(name="epoch_real_only", images=base_epoch["images"], seconds=round(base_epoch["time_s"], 2),
              images_per_s=round(base_epoch["images"] / base_epoch["time_s"], 1), ratio=1.0, **common)
 
@@ -91,7 +92,7 @@ def main() -> None:
         np.savez(synth, images=pool.images, labels=pool.labels, classes=np.array(pool.classes))
         mix = sets + [f"classifier.synthetic_mode={args.mode}", f"classifier.synthetic_ratio={args.ratio}"]
         res = train_classifier(load_recipe(None, mix), Path(tmp) / "synth", synthetic=[synth], progress=False)
-        ep = [json.loads(l) for l in (Path(tmp) / "synth" / "metrics.jsonl").read_text().splitlines()][-1]
+        ep = read_jsonl(Path(tmp) / "synth" / "metrics.jsonl")[-1]
         emit(name=f"epoch_real_plus_synthetic_{args.mode}", images=ep["images"],
              synthetic_images=sum(res["train_counts_synthetic"]), seconds=round(ep["time_s"], 2),
              images_per_s=round(ep["images"] / ep["time_s"], 1), ratio=round(ep["time_s"] / base_epoch["time_s"], 3),

@@ -43,6 +43,7 @@ def main() -> None:
 
     import torch.nn.functional as F
 
+    from ltaug.config import DiffropConfig
     from ltaug.data import load_dataset
     from ltaug.diffusion.losses import LOSSES
     from ltaug.diffusion.schedule import NoiseSchedule
@@ -61,17 +62,17 @@ def main() -> None:
     opt = torch.optim.Adam(net.parameters(), lr=0.0, fused=True)
     idx = torch.randint(0, len(ds), (args.batch,), generator=torch.Generator().manual_seed(0))
     x0, y = x_all[idx], y_all[idx]
-    base = dict(num_classes=C, counts=ds.counts, p_uncond=0.1, gamma=0.1)
+    base = dict(num_classes=C, counts=ds.counts, p_uncond=0.1)
     with torch.no_grad():
-        d = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(1), margin=None, **base)["D"]
+        d = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(1), measure_only=True, **base)["D"]
 
     def step(loss, diffrop, margin, seed=1):
         # the same draws (t, eps, labels kept, negatives) every time: the active fraction is the one asked for
         diffrop = dict(diffrop)
         bf16 = diffrop.pop("bf16", False)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(seed), margin=margin,
-                               diffrop=diffrop, **base)
+            out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(seed),
+                               diffrop=DiffropConfig(gamma=0.1, margin=margin, **diffrop), **base)
         opt.zero_grad(set_to_none=True)
         out["loss"].mean().backward()
         opt.step()

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 # Dense peak TFLOP/s by (card, dtype): NVIDIA's H100/H200 SXM figures (without sparsity). fp32 convolutions and
 # matmuls in PyTorch run on TF32 tensor cores only where allowed (cudnn.allow_tf32 is on by default for convs).
-PEAK_TFLOPS = {"H100": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9}, "H200": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
+PEAK_TFLOPS = {"H100": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
+               "H200": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
                "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}}
 
 
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args()
 
+    from ltaug.config import DiffropConfig
     from ltaug.diffusion.losses import LOSSES
     from ltaug.diffusion.schedule import NoiseSchedule
     from ltaug.diffusion.unet import build_unet, count_parameters
@@ -143,19 +145,22 @@ def main() -> None:
     torch.manual_seed(0)
     base_net = build_unet(args.preset, C, 3, args.resolution).to(dev)
     params_m = count_parameters(base_net) / 1e6
-    loss_kw = dict(num_classes=C, counts=counts, p_uncond=0.1, gamma=0.1)
+    loss_kw = dict(num_classes=C, counts=counts, p_uncond=0.1)
     with torch.no_grad():  # the margin that leaves about half of the pairs penalized on these batches
         x0, y = batches[0]
-        d = LOSSES["diffrop"](base_net, sched, x0, y, torch.Generator().manual_seed(1), margin=None, **loss_kw)["D"]
+        d = LOSSES["diffrop"](base_net, sched, x0, y, torch.Generator().manual_seed(1), measure_only=True,
+                              **loss_kw)["D"]
     margin = float(torch.nanquantile(d.float().cpu(), 0.5))
+    two_pass = DiffropConfig(gamma=0.1, margin=margin, active_only=False)
+    active_only = DiffropConfig(gamma=0.1, margin=margin, active_only=True)
 
     losses = {
         "ddpm": lambda net, x0, y, g: LOSSES["ddpm"](net, sched, x0, y, g, **loss_kw),
-        "diffrop-two-pass": lambda net, x0, y, g: LOSSES["diffrop"](
-            net, sched, x0, y, g, margin=margin, diffrop={"active_only": False}, **loss_kw),
+        "diffrop-two-pass": lambda net, x0, y, g: LOSSES["diffrop"](net, sched, x0, y, g, diffrop=two_pass,
+                                                                    **loss_kw),
         "diffrop-batched": lambda net, x0, y, g: batched_two_pass(net, sched, x0, y, g, margin=margin, **loss_kw),
-        "diffrop-active-only": lambda net, x0, y, g: LOSSES["diffrop"](
-            net, sched, x0, y, g, margin=margin, diffrop={"active_only": True}, **loss_kw),
+        "diffrop-active-only": lambda net, x0, y, g: LOSSES["diffrop"](net, sched, x0, y, g, diffrop=active_only,
+                                                                       **loss_kw),
     }
     flops = {}
     for lname, fn in losses.items():  # FLOPs of one forward + backward (the same in every precision)

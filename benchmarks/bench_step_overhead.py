@@ -5,7 +5,8 @@ process (interleaved rounds, median). One JSON line per measurement.
     python benchmarks/bench_step_overhead.py [--preset small] [--rounds 30] [--device cpu]
 
   adam   torch.optim.Adam per-tensor loop (foreach=False, the CPU default)  vs  fused=True (what training uses)
-  ema    a Python loop of lerp_ over named parameters                         vs  one torch._foreach_lerp_ (ltaug.diffusion.ema)
+  ema    a Python loop of lerp_ over named parameters                         vs  one torch._foreach_lerp_
+                                                                                  (ltaug.diffusion.ema)
   clip   clip_grad_norm_ (for reference: the same in both)
 """
 

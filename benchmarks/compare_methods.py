@@ -31,8 +31,9 @@ import statistics
 import time
 from pathlib import Path
 
+from ltaug.config.data import GROUPS
+
 METHODS = ("ddpm", "cbdm", "diffrop")
-GROUPS = ("overall", "many", "medium", "few")
 
 
 def _mean_std(values: list, scale: float = 1.0, digits: int = 3) -> str:
@@ -86,7 +87,7 @@ def _toy_figure(samples: dict, data, path: Path, margin: float) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ltaug.rundir import atomic_savefig
+    from ltaug.files import atomic_savefig
     from ltaug.toy2d import HEAD_MEAN, HEAD_STD
 
     x, y = data
@@ -154,7 +155,7 @@ def _margins_figure(ed: dict, margins: list[float], ws: list[float], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ltaug.rundir import atomic_savefig
+    from ltaug.files import atomic_savefig
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for i, w in enumerate(ws):
@@ -190,24 +191,25 @@ def toy_table(rows: list[dict], methods: list[str]) -> str:
 
 def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets: list[str]) -> list[dict]:
     from ltaug.config import load_recipe
-    from ltaug.pipeline import run_classifier_stage, run_pipeline, stage_done, _finish
-    from ltaug.rundir import atomic_write_json, init_run_dir
+    from ltaug.files import atomic_write_json
+    from ltaug.pipeline import run_classifier_stage, run_pipeline
+    from ltaug.rundir import RunDir
 
     base = "mnist_lt" if scale == "mnist" else "cifar10_lt"
     rows = []
     for seed in seeds:
         # one real-only classifier per seed, shared by every method (the baseline and the overlap judge)
-        real_run = out / f"seed{seed}" / "real"
+        real_run = RunDir(out / f"seed{seed}" / "real")
         recipe = load_recipe(base, sets + [f"seed={seed}"])
-        if not stage_done(real_run, "classifier-real"):
-            init_run_dir(real_run, recipe)
+        if not real_run.stage_done("classifier-real"):
+            real_run.init(recipe)
             t0 = time.perf_counter()
             run_classifier_stage(recipe, real_run, "real", [], progress=False)
-            _finish(real_run, "classifier-real", time.perf_counter() - t0)
+            real_run.finish_stage("classifier-real", time.perf_counter() - t0)
         for method in methods:
             recipe = load_recipe(base, sets + [f"seed={seed}", f"generator.loss={method}"])
             run = out / f"seed{seed}" / method
-            summary = run_pipeline(recipe, run, progress=False, real_classifier=real_run / "classifier-real")
+            summary = run_pipeline(recipe, run, progress=False, real_classifier=real_run.classifier("real"))
             ev = json.loads((run / "evaluate" / "results.json").read_text()) if (run / "evaluate").is_dir() else {}
             leakage = (ev.get("overlap") or {}).get("leakage", {})
             row = {"scale": scale, "method": method, "seed": seed,
@@ -229,40 +231,34 @@ def balanced_judge(out: Path, base: str, sets: list[str]) -> Path:
     pool (imbalance ratio 1), so that it reads tail digits as well as head ones (the real-only classifier of the LT
     set cannot: it is the thing being fixed). Trained once per comparison, in OUT/judge."""
     from ltaug.config import load_recipe
-    from ltaug.pipeline import _finish, run_classifier_stage, stage_done
-    from ltaug.rundir import init_run_dir
+    from ltaug.pipeline import run_classifier_stage
+    from ltaug.rundir import RunDir
 
-    run = out / "judge"
-    if not stage_done(run, "classifier-judge"):
+    run = RunDir(out / "judge")
+    if not run.stage_done("classifier-judge"):
         # MNIST: the LT source with ratio 1 is the balanced pool; CIFAR: torchvision's balanced training set (an npz
         # LT file given with --set would otherwise be read as it is, long-tailed)
         balanced = ["data.imbalance_ratio=1"] if base == "mnist_lt" else ["data.dataset=cifar10-train"]
         recipe = load_recipe(base, sets + ["seed=0"] + balanced)
-        init_run_dir(run, recipe)
+        run.init(recipe)
         t0 = time.perf_counter()
         run_classifier_stage(recipe, run, "judge", [], progress=False)
-        _finish(run, "classifier-judge", time.perf_counter() - t0)
-    return run / "classifier-judge"
+        run.finish_stage("classifier-judge", time.perf_counter() - t0)
+    return run.classifier("judge")
 
 
 def judge_synth(judge: Path, synth: Path) -> dict:
     """Per group of the generated class: the share of a run's synthetic images the balanced judge assigns to their
     own class (agreement) and to another, head class (leakage into head); ltaug.metrics.overlap's definitions."""
-    import numpy as np
-    from PIL import Image
-
     from ltaug.classify.checkpoint import load_classifier, predict_proba
+    from ltaug.data.synthetic import load_synthetic, real_counts
     from ltaug.metrics.overlap import leakage_summary, overlap_matrix
 
     model, meta = load_classifier(judge)
-    plan = json.loads((synth / "plan.json").read_text())
-    counts = [r["real"] for r in plan["rows"]]
-    manifest = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines() if line]
-    images = np.stack([np.asarray(Image.open(synth / r["path"])) for r in manifest])
-    if images.ndim == 3:
-        images = images[..., None]
-    labels = np.array([r["label"] for r in manifest])
-    summary = leakage_summary(overlap_matrix(predict_proba(model, meta, images), labels, len(counts)), counts)
+    ds = load_synthetic(synth)  # labelled in the generator's class order
+    counts = real_counts(synth, ds.classes)
+    probs = predict_proba(model, meta, ds.images)[:, [meta["classes"].index(c) for c in ds.classes]]
+    summary = leakage_summary(overlap_matrix(probs, ds.labels, len(counts)), counts)
     return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")}
             for g in GROUPS[1:]}
 
@@ -316,7 +312,8 @@ def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) ->
 
     from ltaug.data import class_groups
     from ltaug.data.plot import GROUP_COLORS
-    from ltaug.rundir import atomic_savefig
+    from ltaug.data.synthetic import finished
+    from ltaug.files import atomic_savefig
 
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=120)
     series = [("real only", [x["acc_real"] for x in rows if x["method"] == methods[0]])]
@@ -347,7 +344,7 @@ def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) ->
         plan = json.loads((synth / "plan.json").read_text())
         counts = [r["real"] for r in plan["rows"]]
         few = class_groups(counts)["few"]
-        manifest = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines() if line]
+        manifest = finished(synth)
         row = []
         for c in few:
             imgs = sorted((r for r in manifest if r["label"] == c), key=lambda r: r["k"])[:per_class]
@@ -390,7 +387,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.scale == "toy" and args.toy_margins:
-        from ltaug.rundir import atomic_write_text
+        from ltaug.files import atomic_write_text
 
         table = run_toy_margins(args.seeds, args.toy_margins, args.toy_w, out, args.toy_steps)
         atomic_write_text(out / "toy_margins.md", table + "\n")
@@ -409,14 +406,14 @@ def main() -> None:
         table = image_table(rows, args.methods)
         image_figures(rows, args.methods, out, args.seeds[0])
         if args.report_only:
-            from ltaug.rundir import atomic_write_json, atomic_write_text
+            from ltaug.files import atomic_write_json, atomic_write_text
 
             data = json.loads(src.read_text())
             atomic_write_json(src, dict(data, rows=rows))  # now with the judge's numbers
             atomic_write_text(out / "results.md", table + "\n")
             print(table)
             return
-    from ltaug.rundir import atomic_write_json, atomic_write_text
+    from ltaug.files import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "results.json", {"scale": args.scale, "seeds": args.seeds, "sets": args.sets,
                                              "rows": rows, "wall_s": time.perf_counter() - t0})

@@ -1,8 +1,9 @@
 """The run report: one self-contained report.html (images embedded) that says what a run did and what it gained.
 
 Sections: the results table (accuracy overall / many / medium / few with and without synthetic data, and the
-generator's metrics), the class histogram, the class grids, per-class accuracy with versus without synthetic data,
-training curves from metrics.jsonl, and the overlap heat-map. Each figure is also written as a PNG in report/.
+generator's metrics), the class histogram, the latest class grid, the synthetic samples (synth/grid.png), per-class
+accuracy with versus without synthetic data, training curves from metrics.jsonl, and the overlap heat-map. Each
+figure is also written as a PNG in report/. Every user-given text (class names, paths) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -13,30 +14,19 @@ import json
 import os
 from pathlib import Path
 
-from ltaug.rundir import atomic_savefig, atomic_write_text, read_jsonl
+import numpy as np
+from matplotlib.figure import Figure
 
-GROUPS = ("overall", "many", "medium", "few")
-
-
-def _load_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+from ltaug.data.longtail import GROUPS, group_of
+from ltaug.data.plot import GROUP_COLORS, plot_class_histogram
+from ltaug.data.synthetic import GRID
+from ltaug.files import atomic_savefig, atomic_write_text, read_json, read_jsonl
+from ltaug.rundir import RunDir
 
 
 def _img_tag(path: Path, alt: str, width: str = "100%") -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def accuracy_of(results: dict | None, group: str) -> float | None:
@@ -73,15 +63,11 @@ def gain_table(real: dict | None, synth: dict | None) -> list[dict]:
 
 def plot_per_class_comparison(real: dict, synth: dict, classes: list[str], groups: list[str],
                               path: Path) -> None:
-    import numpy as np
-
-    from ltaug.data.plot import GROUP_COLORS
-
-    plt = _plt()
     a = np.array(per_class_of(real), dtype=float) * 100
     b = np.array(per_class_of(synth), dtype=float) * 100
     x = np.arange(len(a))
-    fig, ax = plt.subplots(figsize=(max(6, 0.14 * len(a) + 3), 3.6), dpi=120)
+    fig = Figure(figsize=(max(6, 0.14 * len(a) + 3), 3.6), dpi=120)
+    ax = fig.subplots()
     ax.bar(x - 0.2, a, width=0.4, color="#bbbbbb", label="real only")
     ax.bar(x + 0.2, b, width=0.4, color=[GROUP_COLORS.get(g, "#1f77b4") for g in groups],
            label="real + synthetic (coloured by group)")
@@ -94,7 +80,6 @@ def plot_per_class_comparison(real: dict, synth: dict, classes: list[str], group
     ax.set_title("per-class accuracy, with versus without synthetic data")
     fig.tight_layout()
     atomic_savefig(fig, path)
-    plt.close(fig)
 
 
 def plot_curves(records: list[dict], path: Path, title: str, x_key: str = "step") -> bool:
@@ -107,8 +92,8 @@ def plot_curves(records: list[dict], path: Path, title: str, x_key: str = "step"
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in bookkeeping})
     if not keys:
         return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    fig = Figure(figsize=(7, 3.6), dpi=120)
+    ax = fig.subplots()
     for k in keys[:8]:
         pts = [(r[x_key], r[k]) for r in records if isinstance(r.get(k), (int, float))]
         if pts:
@@ -121,7 +106,6 @@ def plot_curves(records: list[dict], path: Path, title: str, x_key: str = "step"
     ax.set_title(title)
     fig.tight_layout()
     atomic_savefig(fig, path)
-    plt.close(fig)
     return True
 
 
@@ -133,35 +117,39 @@ def _fmt_gain(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:+.1f}"
 
 
+METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "is")
+
+
 def _metrics_rows(evaluation: dict | None) -> list[tuple[str, str, str]]:
-    """(metric, group, value) rows from evaluate/results.json, whatever metrics it holds."""
+    """(metric, group, value) rows from evaluate/results.json: the Inception metrics of every group, and the
+    overlap diagnostics (agreement, leakage into head) of every group."""
     rows: list[tuple[str, str, str]] = []
     if not evaluation:
         return rows
-    for name, entry in evaluation.get("metrics", {}).items():
-        if not isinstance(entry, dict):
-            continue
-        for group in ("overall", "many", "medium", "few"):
-            v = entry.get(group)
-            if isinstance(v, dict):
-                v = v.get("value", v.get(name))
-            if isinstance(v, (int, float)):
-                rows.append((name, group, f"{v:.4g}"))
+    for group in GROUPS:
+        entry = evaluation.get(group) or {}
+        rows += [(name, group, f"{entry[name]:.4g}") for name in METRIC_NAMES
+                 if isinstance(entry.get(name), (int, float))]
+    leakage = (evaluation.get("overlap") or {}).get("leakage") or {}
+    for group in GROUPS:
+        entry = leakage.get(group) or {}
+        rows += [(name, group, f"{entry[name]:.3f}") for name in ("agreement", "leakage_into_head")
+                 if isinstance(entry.get(name), (int, float))]
     return rows
 
 
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Write run_dir/report.html (and its PNGs in run_dir/report/) from whatever stages the run has."""
-    run = Path(run_dir)
-    out = run / "report"
+    run = RunDir(run_dir)
+    out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     parts: list[str] = []
-    title = run.name
+    title = run.path.name
 
-    real = _load_json(run / "classifier-real" / "results.json")
-    synth = _load_json(run / "classifier-synth" / "results.json")
-    evaluation = _load_json(run / "evaluate" / "results.json")
-    summary = _load_json(run / "summary.json") or {}
+    real = read_json(run.classifier("real") / "results.json")
+    synth = read_json(run.classifier("synth") / "results.json")
+    evaluation = read_json(run.evaluate / "results.json")
+    summary = read_json(run.summary) or {}
 
     # --- results
     rows = gain_table(real, synth)
@@ -174,7 +162,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     metric_rows = _metrics_rows(evaluation)
     if metric_rows:
         protocol = html.escape(json.dumps(evaluation.get("protocol", {}), indent=1))
-        body = "".join(f"<tr><td>{m}</td><td>{g}</td><td>{v}</td></tr>" for m, g, v in metric_rows)
+        body = "".join(f"<tr><td>{html.escape(m)}</td><td>{g}</td><td>{v}</td></tr>" for m, g, v in metric_rows)
         parts.append(f"<h2>Generator metrics</h2><table><tr><th>metric</th><th>group</th><th>value</th></tr>{body}"
                      f"</table><details><summary>protocol</summary><pre>{protocol}</pre></details>")
     if summary.get("stages"):
@@ -190,43 +178,40 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     if counts is None and summary.get("train_counts"):
         counts, classes = summary["train_counts"], summary.get("classes")
     if counts:
-        from ltaug.data.plot import plot_class_histogram
-
         classes = classes or [str(i) for i in range(len(counts))]
         plot_class_histogram(counts, classes, out / "class_histogram.png")
         parts.append("<h2>Training set</h2>" + _img_tag(out / "class_histogram.png", "class histogram", "70%"))
 
     # --- class grids (latest)
-    grids = sorted((run / "generator" / "grids").glob("*.png")) if (run / "generator" / "grids").is_dir() else []
+    grids = sorted(run.grids.glob("*.png")) if run.grids.is_dir() else []
     if grids:
         parts.append(f"<h2>Class grid ({html.escape(grids[-1].stem)}), rows head to tail</h2>"
                      + _img_tag(grids[-1], "class grid", "60%"))
-    synth_grid = run / "synth" / "grid.png"
+    synth_grid = run.synth / GRID
     if synth_grid.is_file():
-        parts.append("<h2>Synthetic samples</h2>" + _img_tag(synth_grid, "synthetic samples", "60%"))
+        parts.append("<h2>Synthetic samples (synth/), rows head to tail</h2>"
+                     + _img_tag(synth_grid, "synthetic samples", "60%"))
 
     # --- per-class accuracy
     if per_class_of(real) and per_class_of(synth):
-        from ltaug.data import group_of
-
         cls = real.get("classes") or [str(i) for i in range(len(per_class_of(real)))]
         groups = group_of(train_counts_of(real) or counts or [0] * len(cls))
         plot_per_class_comparison(real, synth, cls, groups, out / "per_class_accuracy.png")
         parts.append("<h2>Per-class accuracy</h2>" + _img_tag(out / "per_class_accuracy.png", "per-class accuracy"))
 
     # --- curves
-    gen_metrics = read_jsonl(run / "generator" / "metrics.jsonl")
+    gen_metrics = read_jsonl(run.generator_metrics)
     if plot_curves(gen_metrics, out / "generator_curves.png", "generator training"):
         parts.append("<h2>Generator training curves</h2>" + _img_tag(out / "generator_curves.png", "curves", "80%"))
     for name in ("real", "synth"):
-        recs = read_jsonl(run / f"classifier-{name}" / "metrics.jsonl")
+        recs = read_jsonl(run.classifier(name) / "metrics.jsonl")
         if plot_curves(recs, out / f"classifier_{name}_curves.png", f"classifier ({name})", x_key="epoch"):
             parts.append(f"<h2>Classifier ({name}) curves</h2>"
                          + _img_tag(out / f"classifier_{name}_curves.png", "curves", "80%"))
 
     # --- overlap heat-map
     for candidate in ("overlap.png", "overlap_matrix.png", "leakage.png"):
-        p = run / "evaluate" / candidate
+        p = run.evaluate / candidate
         if p.is_file():
             parts.append("<h2>Overlap: where each class's synthetic images are classified</h2>"
                          + _img_tag(p, "overlap heat-map", "60%"))
@@ -237,7 +222,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
            "text-align:right}th{background:#f3f3f3}.pos{color:#080}.neg{color:#a00}h2{margin-top:1.6em}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ltaug report: {html.escape(title)}</title>"
             f"<style>{css}</style></head><body><h1>ltaug run report</h1><p>run directory: <code>"
-            f"{html.escape(str(run))}</code></p>{''.join(parts) or '<p>no stage has finished yet</p>'}</body></html>")
-    path = run / "report.html"
+            f"{html.escape(str(run.path))}</code></p>{''.join(parts) or '<p>no stage has finished yet</p>'}"
+            "</body></html>")
+    path = run.report
     atomic_write_text(path, page)
     return path

@@ -10,7 +10,8 @@ A sweep file (recipes/sweeps/*.yaml):
     num_samples: 1                  # repeats of the grid (random spaces: number of draws)
     max_concurrent: 2
     resources: {cpu: 1, gpu: 0}     # per trial
-    space:                          # dotted recipe key -> {grid|choice: [...]} / {uniform|loguniform: [lo, hi]} / {randint: [lo, hi]}
+    space:                          # dotted recipe key -> {grid|choice: [...]} / {uniform|loguniform: [lo, hi]}
+                                    #   / {randint: [lo, hi]}
       generator.diffrop.margin: {grid: [0.005, 0.02, 0.08]}
 
 Which stages a trial runs follows from the swept keys: generator (or data) keys train one generator per trial;
@@ -20,15 +21,25 @@ synth keys share one generator trained once before the trials; classifier keys s
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import ray
 import yaml
+from matplotlib.figure import Figure
+from ray import tune
+from ray.tune import Checkpoint
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from ltaug.config import RECIPE_DIR, as_sets, load_recipe
 from ltaug.errors import LtaugError
+from ltaug.files import atomic_savefig, atomic_write_json
+from ltaug.pipeline import prepare_shared, run_pipeline
+from ltaug.rundir import save_recipe
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 MIN_METRICS = ("fid", "kid")
@@ -51,8 +62,6 @@ class SweepSpec:
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and check a sweep file; every error names the key and the file."""
-    from ltaug.config import RECIPE_DIR, load_recipe
-
     p = Path(path)
     if not p.is_file() and (RECIPE_DIR / "sweeps" / f"{path}.yaml").is_file():
         p = RECIPE_DIR / "sweeps" / f"{path}.yaml"
@@ -80,9 +89,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
             raise LtaugError(f"sweep file {p}: space key '{key}' needs one of {', '.join(SPACE_KINDS)}, "
                              f"e.g. {{grid: [0.01, 0.1]}}")
     # every swept key must exist in the recipe: resolve the base recipe with a first value of each
-    probe = [f"{k}={yaml.safe_dump(_first_value(v), default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in spec.space.items()]
-    load_recipe(spec.recipe, list(spec.set) + probe)
+    load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
     return spec
 
 
@@ -105,17 +112,10 @@ def stages_for(space_keys: list[str]) -> str:
 
 
 def _param_space(spec: SweepSpec) -> dict:
-    from ray import tune
-
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
             "randint": lambda a: tune.randint(*a)}
     return {key: make[kind](arg) for key, dist in spec.space.items() for kind, arg in dist.items()}
-
-
-def _trial_sets(config: dict) -> list[str]:
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in config.items()]
 
 
 def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
@@ -123,18 +123,11 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
     base_sets = list(spec.set)
 
     def trainable(config: dict) -> None:
-        from ray import tune
-
-        from ltaug.config import load_recipe
-        from ltaug.pipeline import run_pipeline
-
         trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
         trial_dir = Path(os.path.abspath(trial_dir)) / "run"
-        recipe = load_recipe(spec.recipe, base_sets + _trial_sets(config))
+        recipe = load_recipe(spec.recipe, base_sets + as_sets(config))
 
-        def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
-            from ray.tune import Checkpoint
-
+        def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
             ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
             tune.report(metrics, checkpoint=ckpt)
 
@@ -148,12 +141,6 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | None = None, resume: bool = False,
               num_cpus: int | None = None, progress: bool = True) -> dict:
     """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}."""
-    import ray
-    from ray import tune
-
-    from ltaug.config import load_recipe, save_recipe
-    from ltaug.pipeline import prepare_shared
-
     out = Path(os.path.abspath(out_dir))  # Ray changes a trial's working directory: absolute paths only
     out.mkdir(parents=True, exist_ok=True)
     stage = stages_for(list(spec.space))
@@ -175,8 +162,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
         tuner = tune.Tuner.restore(os.path.join(storage, spec.name), trainable, resume_errored=False,
                                    restart_errored=False, resume_unfinished=True)
     else:
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
         scheduler = (ASHAScheduler(grace_period=spec.grace_period, reduction_factor=2) if spec.scheduler == "asha"
                      else FIFOScheduler())
         tuner = tune.Tuner(
@@ -199,11 +184,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     if not ok:
         raise LtaugError(f"every trial of sweep '{spec.name}' failed; see {storage}/{spec.name} for their errors")
     best = (max if spec.mode == "max" else min)(ok, key=lambda t: t["metric"])
-    best_recipe = load_recipe(spec.recipe, list(spec.set) + _trial_sets(best["config"]))
+    best_recipe = load_recipe(spec.recipe, list(spec.set) + as_sets(best["config"]))
     best_path = out / "best_recipe.yaml"
     save_recipe(best_recipe, best_path)
-    from ltaug.rundir import atomic_write_json
-
     result = {"sweep": dataclasses.asdict(spec), "trials": trials, "best": best, "best_recipe": str(best_path),
               "wall_s": time.perf_counter() - t0}
     atomic_write_json(out / "sweep_results.json", result)
@@ -216,8 +199,6 @@ def _trial_config(result) -> dict:
     fall back to the params.json Ray wrote in its folder when it started."""
     if result.config:
         return dict(result.config)
-    import json
-
     try:
         return json.loads((Path(result.path) / "params.json").read_text())
     except (OSError, TypeError, ValueError):
@@ -235,15 +216,9 @@ def _error_line(error: BaseException | None) -> str:
 
 def plot_sweep(spec: SweepSpec, trials: list[dict], path: Path) -> None:
     """The metric against each swept key (one panel per key); failed trials marked on the axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ltaug.rundir import atomic_savefig
-
     keys = list(spec.space)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), dpi=120, squeeze=False)
+    fig = Figure(figsize=(4 * len(keys), 3.2), dpi=120)
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         xs = [t["config"].get(key) for t in trials if isinstance(t["metric"], (int, float))]
         ys = [t["metric"] for t in trials if isinstance(t["metric"], (int, float))]
@@ -261,4 +236,3 @@ def plot_sweep(spec: SweepSpec, trials: list[dict], path: Path) -> None:
     fig.suptitle(f"sweep {spec.name} ({spec.mode} {spec.metric}; dotted red = failed trial)", fontsize=9)
     fig.tight_layout()
     atomic_savefig(fig, path)
-    plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,6 @@ from ltaug.classify.train import train_classifier
 from ltaug.config import load_recipe
 from ltaug.data import load_dataset
 from ltaug.errors import LtaugError
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,7 +26,7 @@ def test_short_cpu_run_on_mnist_lt_beats_chance_by_a_wide_margin(tmp_path):
     res = train_classifier(recipe, tmp_path / "classifier-real", progress=False,
                            report=lambda m, d: reports.append((m["epoch"], d)))
     assert res["top1"] > 0.3, res["accuracy"]  # chance is 0.1 on the balanced 10-class test set
-    assert [e for e, _ in reports] == [1, 2, 3, 4] and reports[0][1] == (tmp_path / "classifier-real").resolve()
+    assert [e for e, _ in reports] == [1, 2, 3, 4] and Path(reports[0][1]) == (tmp_path / "classifier-real").resolve()
 
     out = tmp_path / "classifier-real"
     saved = json.loads((out / "results.json").read_text())

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ltaug.config import Recipe, apply_set, from_dict, load_recipe, recipe_names, save_recipe, to_yaml
+from ltaug.config import Recipe, apply_set, from_dict, load_recipe, recipe_names, to_yaml
 from ltaug.errors import LtaugError
+from ltaug.rundir import save_recipe
 
 
 def test_builtin_recipes_all_resolve():
@@ -66,7 +67,7 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from ltaug.rundir import atomic_write_text
+    from ltaug.files import atomic_write_text
 
     atomic_write_text(tmp_path / "a.txt", "x")
     mode = stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode)

@@ -28,7 +28,7 @@ def test_cli_short_run_then_resume(tmp_path):
     assert (out / "config.yaml").is_file() and (out / "env.json").is_file()
     assert (g / "checkpoints" / "ckpt-0000002.pt").is_file() and (g / "grids" / "grid-0000002.png").is_file()
     assert (g / "diffusers" / "diffusion_pytorch_model.safetensors").is_file()
-    from ltaug.rundir import read_jsonl
+    from ltaug.files import read_jsonl
 
     rec = read_jsonl(g / "metrics.jsonl")
     assert [x["step"] for x in rec] == [1, 2] and {"loss", "dm", "cbdm", "overlap", "D", "img_s"} <= set(rec[-1])
@@ -74,7 +74,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     from ltaug.diffusion.checkpoint import load_checkpoint
-    from ltaug.rundir import read_jsonl
+    from ltaug.files import read_jsonl
 
     state = load_checkpoint(out)
     assert state["step"] == 2

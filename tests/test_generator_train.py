@@ -35,7 +35,7 @@ def test_resume_is_bit_exact(tmp_path):
     train_generator(recipe("generator.steps=4", "generator.ckpt_every=4"), a, progress=False)
     train_generator(recipe("generator.steps=2", "generator.ckpt_every=2"), b, progress=False)
     res = train_generator(recipe("generator.steps=4", "generator.ckpt_every=2"), b, resume=True, progress=False)
-    assert res["step"] == 4
+    assert res.step == 4
     sa, sb = load_checkpoint(a), load_checkpoint(b)
     assert sa["step"] == sb["step"] == 4
     for key in ("model", "ema"):
@@ -47,7 +47,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert all(torch.equal(moments_a[k]["exp_avg_sq"], moments_b[k]["exp_avg_sq"]) for k in moments_a)
     assert not torch.equal(sa["model"]["unet.conv_in.weight"], sa["ema"]["unet.conv_in.weight"])
     # both runs logged the same losses at the same steps
-    from ltaug.rundir import read_jsonl
+    from ltaug.files import read_jsonl
 
     la = {r["step"]: r["loss"] for r in read_jsonl(a / "generator" / "metrics.jsonl")}
     lb = {r["step"]: r["loss"] for r in read_jsonl(b / "generator" / "metrics.jsonl")}

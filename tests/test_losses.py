@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from ltaug.diffusion.losses import (LOSSES, distance, draw_negatives, draw_y_prime, get_loss, head_classes,
-                                    overlap)
+from ltaug.config import CbdmConfig, DiffropConfig
+from ltaug.diffusion.losses import LOSSES, distance, draw_negatives, draw_y_prime, get_loss, head_classes, overlap
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet
 from ltaug.errors import LtaugError
@@ -56,7 +58,7 @@ def test_cbdm_equals_its_formula(sched):
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     keep = torch.tensor([True, True, False, True, True, True])
     y_prime = torch.tensor([1, 1, 2, 3, 0, 3])
-    out = LOSSES["cbdm"](net, sched, x0, y, None, num_classes=C, cbdm_tau=1.0, t=t, eps=eps, keep=keep,
+    out = LOSSES["cbdm"](net, sched, x0, y, None, num_classes=C, cbdm=CbdmConfig(tau=1.0), t=t, eps=eps, keep=keep,
                          y_prime=y_prime)
     out["loss"].sum().backward()
     g_loss = grads(net)
@@ -109,7 +111,7 @@ def test_label_dropout_per_batch_drops_all_or_nothing(sched):
     seen = set()
     for seed in range(12):
         out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(seed), num_classes=C, p_uncond=0.5,
-                                label_dropout="batch", margin=1.0)
+                                label_dropout="batch", diffrop=DiffropConfig(margin=1.0))
         dropped = torch.isnan(out["D"])
         assert bool(dropped.all()) or not bool(dropped.any())
         seen.add(bool(dropped.all()))
@@ -122,8 +124,8 @@ def test_diffrop_gamma_zero_is_ddpm(sched, loss):
     ref_net, net = tiny_net(), tiny_net()
     ref = LOSSES["ddpm" if loss == "diffrop" else "cbdm"](ref_net, sched, x0, y, torch.Generator().manual_seed(3),
                                                          num_classes=C, counts=COUNTS)
-    out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(3), num_classes=C, counts=COUNTS, gamma=0.0,
-                       margin=10.0, diffrop={"stop_grad": "none"})
+    out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(3), num_classes=C, counts=COUNTS,
+                       diffrop=DiffropConfig(gamma=0.0, margin=10.0, stop_grad="none"))
     assert out["overlap"].sum() > 0  # the term is computed, and weighted by zero
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=0, atol=0)
     ref["loss"].mean().backward()
@@ -135,8 +137,8 @@ def test_diffrop_gamma_zero_is_ddpm(sched, loss):
 def test_diffrop_one_class_is_ddpm(sched):
     x0, y = batch(num_classes=1)
     ref = LOSSES["ddpm"](tiny_net(1), sched, x0, y, torch.Generator().manual_seed(4), num_classes=1)
-    out = LOSSES["diffrop"](tiny_net(1), sched, x0, y, torch.Generator().manual_seed(4), num_classes=1, gamma=1.0,
-                            margin=10.0)
+    out = LOSSES["diffrop"](tiny_net(1), sched, x0, y, torch.Generator().manual_seed(4), num_classes=1,
+                            diffrop=DiffropConfig(gamma=1.0, margin=10.0))
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=0, atol=0)
     assert (out["overlap"] == 0).all()
 
@@ -209,12 +211,13 @@ def test_active_only_equals_the_two_pass_step(sched, stop_grad):
     results = []
     for active_only in (True, False):
         net = tiny_net()
-        kw = dict(num_classes=C, gamma=1.0, p_uncond=0.0, diffrop={"stop_grad": stop_grad, "active_only": active_only,
-                                                                   "tau": "constant"})
-        probe = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8), margin=1.0, **kw)
+        section = DiffropConfig(gamma=1.0, stop_grad=stop_grad, active_only=active_only, tau="constant", margin=1.0)
+        kw = dict(num_classes=C, p_uncond=0.0)
+        probe = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8), diffrop=section, **kw)
         margin = float(probe["D"].median())  # about half of the pairs are still penalized
         net.zero_grad()
-        out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8), margin=margin, **kw)
+        out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8),
+                                diffrop=dataclasses.replace(section, margin=margin), **kw)
         out["loss"].sum().backward()
         results.append((out, grads(net)))
     (a, ga), (b, gb) = results
@@ -228,7 +231,7 @@ def test_margin_none_measures_d_only(sched):
     net = tiny_net()
     x0, y = batch()
     out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0,
-                            margin=None, gamma=1.0)
+                            measure_only=True, diffrop=DiffropConfig(gamma=1.0))
     assert (out["overlap"] == 0).all() and (out["D"] > 0).all()
     ref = LOSSES["ddpm"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0)
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=0, atol=0)

@@ -3,7 +3,6 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,12 +54,15 @@ def sets(shared_data, tmp_path_factory):
 
 
 def _run(path, sets, weights, out, **kw):
+    from ltaug.config import EvaluateConfig, parse_metrics
     from ltaug.metrics import evaluate
 
-    args = dict(metrics="fid,kid,pr", out_dir=out, inception_weights=str(weights), min_samples=2, pr_k=2,
-                kid_subsets=3, batch_size=9, progress=False, download=False)
+    args = dict(metrics="fid,kid,pr", inception_weights=str(weights), min_samples=2, pr_k=2, kid_subsets=3,
+                batch_size=9)
     args.update(kw)
-    return evaluate(path, sets["ref"], **args)
+    args["metrics"] = parse_metrics(args["metrics"])
+    cfg = EvaluateConfig(reference=sets["ref"], **args)
+    return evaluate(path, cfg, out_dir=out, device="cpu", progress=False, download=False)
 
 
 def test_real_inception_fid_finite_reproducible_and_grows_under_shift(sets, inception_weights, cache, tmp_path):
@@ -110,8 +112,8 @@ def _cli(*args, env=None):
 
 def test_cli_writes_results(sets, inception_weights, cache, tmp_path):
     out = sets["root"] / "out-synth"  # same out dir as above: generated features come from its cache
-    r = _cli(sets["synth"], "--reference", sets["ref"], "--inception-weights", inception_weights, "--metrics", "fid,kid",
-             "--min-samples", 2, "--out", out, "--device", "cpu")
+    r = _cli(sets["synth"], "--reference", sets["ref"], "--inception-weights", inception_weights, "--metrics",
+             "fid,kid", "--min-samples", 2, "--out", out, "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "results written" in r.text and "many" in r.text
     assert json.loads((out / "results.json").read_text())["protocol"]["metrics"] == ["fid", "kid"]
@@ -186,11 +188,12 @@ def classifier_dir(shared_data, tmp_path_factory):
 
 def test_overlap_with_a_trained_classifier(sets, classifier_dir, tmp_path):
     from ltaug.classify import load_classifier, predict_proba
+    from ltaug.config import EvaluateConfig
     from ltaug.data import load_folder
     from ltaug.metrics import evaluate, overlap_matrix
 
-    res = evaluate(sets["synth"], sets["ref"], "overlap", classifier=str(classifier_dir), out_dir=tmp_path,
-                   progress=False)
+    cfg = EvaluateConfig(reference=sets["ref"], metrics=["overlap"], classifier=str(classifier_dir))
+    res = evaluate(sets["synth"], cfg, out_dir=tmp_path, device="cpu", progress=False)
     m = np.array(res["overlap"]["matrix"], dtype=float)
     assert m.shape == (3, 3)
     np.testing.assert_allclose(m.sum(axis=1), 1.0)

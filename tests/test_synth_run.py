@@ -23,6 +23,30 @@ from ltaug.synth.folder import read_png
 
 runner = CliRunner()
 FAST = dict(steps=2, device="cpu", progress=False)
+RUN_KW = ("device", "progress", "overwrite", "seed", "plan")
+
+
+def synth_cfg(**kw):
+    """A SynthConfig with the low-level defaults these tests were written against (w 0, DDIM-50, no plan mode)."""
+    from ltaug.config import SynthConfig
+
+    return SynthConfig(**{"w": 0.0, "steps": 50, "fill_to": 0, "per_class": 0, **kw})
+
+
+def synthesize(run, out, **kw):
+    """ltaug.synth.synthesize with the sampling / plan keys gathered into the recipe section it takes."""
+    from ltaug.synth import synthesize as _synthesize
+
+    run_kw = {k: kw.pop(k) for k in RUN_KW if k in kw}
+    if "filter_classifier" in kw:
+        kw["filter_classifier"] = str(kw["filter_classifier"])
+    return _synthesize(run, synth_cfg(**kw), out, **run_kw)
+
+
+def generate_images(gen, labels, seeds=None, device="cpu", **kw):
+    from ltaug.synth import generate_images as _generate
+
+    return _generate(gen, labels, synth_cfg(**kw), seeds, device=device)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +61,9 @@ def tiny_run(tmp_path_factory) -> Path:
     from ltaug.diffusion.losses import get_loss
     from ltaug.diffusion.schedule import NoiseSchedule
     from ltaug.diffusion.unet import build_unet
-    from ltaug.rundir import init_run_dir
+    from ltaug.rundir import RunDir
 
-    run = init_run_dir(tmp_path_factory.mktemp("synth") / "run", load_recipe(None))
+    run = RunDir(tmp_path_factory.mktemp("synth") / "run").init(load_recipe(None)).path
     ds = load_dataset("mnist-lt")
     torch.manual_seed(0)
     net = build_unet("tiny", 10, 1, 32)
@@ -73,7 +97,6 @@ def _sha256(path: Path) -> str:
 
 def test_folder_manifest_npz_and_generate_images_agree(tiny_run, tmp_path):
     from ltaug.diffusion.checkpoint import load_generator
-    from ltaug.synth import generate_images, synthesize
 
     gen = load_generator(tiny_run, device="cpu")
     out = tmp_path / "synth"
@@ -81,8 +104,9 @@ def test_folder_manifest_npz_and_generate_images_agree(tiny_run, tmp_path):
     assert res.counts == {2: 3, 9: 3} and res.generated == 6 and res.complete
     recs = _manifest(out)
     assert len(recs) == 6 and len({r["seed"] for r in recs}) == 6
-    assert sorted(os.listdir(out)) == ["2", "9", "manifest.jsonl", "plan.json", "settings.json", "synthetic.npz"]
-    pngs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert sorted(os.listdir(out)) == ["2", "9", "grid.png", "manifest.jsonl", "plan.json", "settings.json",
+                                       "synthetic.npz"]
+    pngs = sorted(str(p.relative_to(out)) for p in out.glob("*/*.png"))  # class folders (grid.png sits beside them)
     assert pngs == sorted(r["path"] for r in recs)
     sha = _sha256(gen.checkpoint_path)
     for r in recs:
@@ -111,12 +135,11 @@ def test_folder_manifest_npz_and_generate_images_agree(tiny_run, tmp_path):
 
 
 def test_batch_size_never_changes_an_image(tiny_run, tmp_path):
-    from ltaug.synth import synthesize
 
     kw = dict(per_class=1, classes=["0", "5", "9"], w=1.0, **FAST)
     synthesize(tiny_run, tmp_path / "a", batch_size=1, **kw)
     synthesize(tiny_run, tmp_path / "b", batch_size=2, **kw)
-    files = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*.png"))
+    files = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").glob("*/*.png"))
     assert len(files) == 3
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
@@ -126,12 +149,11 @@ def test_bf16_autocast_draws_nearly_the_fp32_images_and_is_part_of_the_identity(
     import numpy as np
     from PIL import Image
 
-    from ltaug.synth import synthesize
 
     kw = dict(per_class=1, classes=["0", "5", "9"], w=1.0, **FAST)
     synthesize(tiny_run, tmp_path / "fp32", **kw)
     synthesize(tiny_run, tmp_path / "bf16", amp="bf16", **kw)
-    files = sorted(str(p.relative_to(tmp_path / "fp32")) for p in (tmp_path / "fp32").rglob("*.png"))
+    files = sorted(str(p.relative_to(tmp_path / "fp32")) for p in (tmp_path / "fp32").glob("*/*.png"))
     a = np.stack([np.asarray(Image.open(tmp_path / "fp32" / f), np.float64) for f in files])
     b = np.stack([np.asarray(Image.open(tmp_path / "bf16" / f), np.float64) for f in files])
     assert 0 < np.abs(a - b).mean() < 6.0  # the same images up to bf16 rounding of the network's outputs
@@ -142,7 +164,6 @@ def test_bf16_autocast_draws_nearly_the_fp32_images_and_is_part_of_the_identity(
 
 
 def test_other_settings_are_refused_and_overwrite_starts_over(tiny_run, tmp_path):
-    from ltaug.synth import synthesize
 
     out = tmp_path / "s"
     synthesize(tiny_run, out, per_class=1, classes=["3"], **FAST)
@@ -178,10 +199,9 @@ def test_kill_minus_9_then_resume_gives_exactly_the_plan(tiny_run, tmp_path):
     recs = _manifest(out)
     seeds = sorted(r["seed"] for r in recs)
     assert seeds == list(range(20))  # 2 per class, k = 0, 1, seed = k * 10 + label: exactly the plan
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(r["path"] for r in recs)
+    assert sorted(str(p.relative_to(out)) for p in out.glob("*/*.png")) == sorted(r["path"] for r in recs)
     assert not list(out.rglob("*.tmp"))
     # a resumed image equals the one an uninterrupted run draws
-    from ltaug.synth import generate_images
 
     last = recs[-1]
     img = generate_images(tiny_run, [last["label"]], [last["seed"]], steps=last["steps"], w=last["w"], device="cpu")
@@ -190,9 +210,6 @@ def test_kill_minus_9_then_resume_gives_exactly_the_plan(tiny_run, tmp_path):
 
 def test_two_ray_workers_draw_the_same_images_as_one(tiny_run, tmp_path):
     import ray
-
-    from ltaug.synth import synthesize
-
     import torch
 
     kw = dict(per_class=2, classes=["1", "6", "8"], batch_size=2, w=0.3, **FAST)
@@ -225,7 +242,6 @@ def test_joining_a_separately_started_ray_cluster_with_address(tiny_run, tmp_pat
 
     import torch
 
-    from ltaug.synth import synthesize
 
     ray_cli = Path(sys.executable).with_name("ray")
     with socket.socket() as sock:
@@ -305,7 +321,6 @@ def tiny_classifier(tmp_path_factory) -> Path:
 
 def test_filter_keeps_the_plans_counts_and_reports_rejections(tiny_run, tiny_classifier, tmp_path):
     from ltaug.classify import load_classifier, predict_proba
-    from ltaug.synth import generate_images, synthesize
     from ltaug.synth.plan import image_seed
 
     label, n = 7, 3

@@ -32,7 +32,8 @@ def sample_tail(net, w: float = 0.0):
 def models():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    nets = {"ddpm": train("ddpm"), "diffrop": train("diffrop"), "diffrop_guided": train("diffrop", MARGIN / (1 + W) ** 2)}
+    nets = {"ddpm": train("ddpm"), "diffrop": train("diffrop"),
+            "diffrop_guided": train("diffrop", MARGIN / (1 + W) ** 2)}
     torch.set_num_threads(n)
     return nets
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+
+from ltaug.errors import LtaugError
 
 
 def crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -44,10 +48,6 @@ class RandAugment:
     """
 
     def __init__(self, config: str, mean: list[float], resolution: int):
-        from timm.data.auto_augment import rand_augment_transform
-
-        from ltaug.errors import LtaugError
-
         fill = tuple(int(round(255 * m)) for m in (mean * 3 if len(mean) == 1 else mean))
         try:
             self.transform = rand_augment_transform(config, {"translate_const": int(resolution * 0.45),
@@ -57,8 +57,6 @@ class RandAugment:
                              f"({type(e).__name__}: {e}); e.g. rand-m9-n2-mstd0.5") from None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
         out = np.empty_like(images)
         gray = images.shape[-1] == 1
         for i, img in enumerate(images):

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ltaug.classify.augment import to_input
+from ltaug.classify.models import build_model
+from ltaug.data.sources import to_resolution
 from ltaug.errors import LtaugError
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,8 +47,6 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     meta: classes [C] names, in_chans, resolution, mean / std (per channel, [0, 1] units), counts (real training
     counts per class), model (timm name), logit_scale (multiply logits by it before a softmax).
     """
-    from ltaug.classify.models import build_model
-
     ckpt = read_checkpoint(path, device)
     meta = dict(ckpt["meta"])
     model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"], normed_head=meta["normed_head"])
@@ -58,8 +59,6 @@ def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, devic
                    batch_size: int = 256, amp: bool = True) -> np.ndarray:
     """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (C = meta in_chans); images of another size are
     resized and center-cropped to the resolution the classifier was trained at, as its training data was."""
-    from ltaug.classify.augment import to_input
-
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -68,8 +67,6 @@ def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, devic
                          f"{images.shape}")
     res = meta.get("resolution")
     if res and images.shape[1:3] != (res, res):
-        from ltaug.data.sources import to_resolution
-
         images = to_resolution(images, int(res))
     device = torch.device(device)
     mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)

@@ -1,8 +1,9 @@
 """The training set of a classifier: the real long-tailed images plus a chosen number of synthetic ones per class.
 
-Synthetic sets come from `ltaug synthesize`: a folder with one sub-folder of PNGs per class (named by class name,
-`manifest.jsonl` beside them), or an npz in the shared/data format (`images`, `labels`, `classes`). Classes are
-matched to the real dataset by name; a synthetic class the dataset does not have is an error.
+Synthetic sets are read by `ltaug.data.synthetic.load_synthetic`: a folder from `ltaug synthesize` (the images its
+manifest lists), a folder of class sub-folders, or an npz in the shared/data format (`images`, `labels`,
+`classes`). Classes are matched to the real dataset by name; a synthetic class the dataset does not have is an
+error.
 
 How many synthetic images class c gets (`mix_counts`), with n_c real and a_c available:
   ratio r:  min(a_c, round(r * n_c))          (0 = real only)
@@ -19,103 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ltaug.data import LTDataset
+from ltaug.data.synthetic import load_synthetic
 from ltaug.errors import LtaugError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _fit(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-    from ltaug.data.sources import to_resolution
-
-    return to_resolution(images, resolution, channels)
-
-
-def _read_image(p: Path, mode: str, resolution: int, channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as img:
-            arr = np.asarray(img.convert(mode), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise LtaugError(f"--synthetic: {p} is not a readable image ({type(e).__name__}); remove it") from None
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return arr if arr.shape[:2] == (resolution, resolution) else _fit(arr[None], resolution, channels)[0]
-
-
-def _folder_names(classes: list[str]) -> list[str]:
-    try:  # the synthesis stage's rule for a class's folder name (path characters replaced)
-        from ltaug.synth.folder import class_dirs
-
-        return class_dirs(classes)
-    except ImportError:
-        return list(classes)
-
-
-def _read_folder(root: Path, classes: list[str], resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images of a synthesis folder: the ones its manifest.jsonl lists (an image is done when both its line and its
-    PNG exist), or, without a manifest, every image in the class sub-folders."""
-    from ltaug.rundir import read_jsonl
-
-    names = _folder_names(classes)
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    manifest = root / "manifest.jsonl"
-    if not class_dirs and not manifest.is_file():
-        raise LtaugError(f"--synthetic {root}: no class sub-folders (expected {root}/CLASS_NAME/*.png, as written "
-                         f"by `ltaug synthesize`)")
-    unknown = [d.name for d in class_dirs if d.name not in names]
-    files: list[tuple[Path, int]] = []
-    if manifest.is_file():
-        for r in read_jsonl(manifest):
-            if "path" not in r or "class" not in r:
-                continue
-            if r["class"] not in classes:
-                unknown.append(str(r["class"]))
-                continue
-            if (root / r["path"]).is_file():
-                files.append((root / r["path"], classes.index(r["class"])))
-    if unknown:
-        shown = sorted(set(unknown))[:5]
-        raise LtaugError(f"--synthetic {root}: class(es) {', '.join(shown)} are not classes of the dataset "
-                         f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); use a synthetic set "
-                         f"generated for this dataset")
-    if not manifest.is_file():
-        for d in class_dirs:
-            label = names.index(d.name)
-            files += [(p, label) for p in sorted(d.iterdir())
-                      if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
-    if not files:
-        raise LtaugError(f"--synthetic {root}: it holds no finished images (run `ltaug synthesize` to fill it)")
-    mode = "L" if channels == 1 else "RGB"
-    images = np.stack([_read_image(p, mode, resolution, channels) for p, _ in files])
-    return images, np.asarray([label for _, label in files], dtype=np.int64)
-
-
-def load_synthetic(path: str | os.PathLike, classes: list[str], resolution: int, channels: int) -> LTDataset:
-    """A synthetic set with labels in the real dataset's class order, images uint8 [N, res, res, channels].
-
-    path: a folder of class sub-folders, or an .npz (images, labels, classes). Raises LtaugError when its classes are
-    not classes of the dataset (by name), or when it cannot be read.
-    """
-    from ltaug.data import load_npz
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        images, labels = _read_folder(path, classes, resolution, channels)
-    elif path.suffix == ".npz":
-        ds = load_npz(path)
-        unknown = [c for c in ds.classes if c not in classes]
-        if unknown or len(ds.classes) != len(classes):
-            raise LtaugError(f"--synthetic {path}: its classes ({', '.join(ds.classes[:10])}"
-                             f"{', ...' if len(ds.classes) > 10 else ''}) differ from the dataset's "
-                             f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); use a synthetic "
-                             f"set generated for this dataset")
-        remap = np.asarray([classes.index(c) for c in ds.classes], dtype=np.int64)
-        images, labels = _fit(ds.images, resolution, channels), remap[ds.labels]
-    elif not path.exists():
-        raise LtaugError(f"--synthetic {path}: no such folder or file")
-    else:
-        raise LtaugError(f"--synthetic {path}: expected a folder of class sub-folders or an .npz file")
-    return LTDataset(images, labels, list(classes), f"synthetic:{path.name}", {"source": str(path)})
 
 
 def mix_counts(real_counts: list[int], available: list[int], mode: str, ratio: float) -> list[int]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import difflib
 
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
 from ltaug.errors import LtaugError
+
 
 # A timm-style configuration: input size and the absence of pretrained weights, for timm's tools that read it.
 def _cfg(**kw) -> dict:
@@ -176,13 +178,13 @@ LTAUG_MODELS = ("cifar_resnet8", "cifar_resnet20", "cifar_resnet32", "cifar_resn
 
 def check_model_name(name: str) -> None:
     """Raise LtaugError naming close matches when `name` is not a timm model."""
-    import timm
-
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
-    hint = f"close matches: {', '.join(close)}" if close else "see `timm.list_models()` or `timm.list_models('*resnet*')`"
-    raise LtaugError(f"--model '{name}': not a timm model; {hint} (ltaug registers {', '.join(LTAUG_MODELS[:3])}, ...)")
+    hint = (f"close matches: {', '.join(close)}" if close
+            else "see `timm.list_models()` or `timm.list_models('*resnet*')`")
+    raise LtaugError(f"--model '{name}': not a timm model; {hint} (ltaug registers "
+                     f"{', '.join(LTAUG_MODELS[:3])}, ...)")
 
 
 def build_model(name: str, num_classes: int, in_chans: int, *, pretrained: bool = False,
@@ -192,8 +194,6 @@ def build_model(name: str, num_classes: int, in_chans: int, *, pretrained: bool 
     `normed_head` is honoured by ltaug's CIFAR ResNets only (other timm models keep their linear head, and LDAM then
     works on raw logits). Pretrained weights are fetched only when asked; offline that is a clear LtaugError.
     """
-    import timm
-
     check_model_name(name)
     kwargs = {"num_classes": num_classes, "in_chans": in_chans}
     ours = name in LTAUG_MODELS

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import os
 
-from ltaug.data.longtail import group_of
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ltaug.data.longtail import GROUP_NAMES, group_of
 from ltaug.data.plot import GROUP_COLORS as COLORS  # one palette for every plot
+from ltaug.files import atomic_savefig
 
 
 def _figure(num_classes: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width = min(24.0, max(6.0, 0.25 * num_classes + 2))
-    return plt, plt.subplots(figsize=(width, 4.0))
+    fig = Figure(figsize=(min(24.0, max(6.0, 0.25 * num_classes + 2)), 4.0))
+    return fig, fig.subplots()
 
 
 def _legend(ax, groups: list[str]) -> None:
-    from matplotlib.patches import Patch
-
-    present = [g for g in ("many", "medium", "few") if g in groups]
+    present = [g for g in GROUP_NAMES if g in groups]
     ax.legend(handles=[Patch(color=COLORS[g], label=g) for g in present], loc="best", fontsize=8)
 
 
@@ -36,10 +33,8 @@ def _xticks(ax, classes: list[str], counts: list[int]) -> None:
 def plot_per_class_accuracy(per_class: list, classes: list[str], train_counts: list[int], path: str | os.PathLike,
                             title: str = "") -> None:
     """Bar per class of its test accuracy (fraction, None drawn as 0), coloured by its group from train_counts."""
-    from ltaug.rundir import atomic_savefig
-
     groups = group_of(train_counts)
-    plt, (fig, ax) = _figure(len(classes))
+    fig, ax = _figure(len(classes))
     ax.bar(range(len(classes)), [100 * (a or 0.0) for a in per_class], color=[COLORS[g] for g in groups])
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy (%)")
@@ -48,17 +43,14 @@ def plot_per_class_accuracy(per_class: list, classes: list[str], train_counts: l
     _legend(ax, groups)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def plot_gain(per_class: list, per_class_other: list, classes: list[str], train_counts: list[int],
               path: str | os.PathLike, title: str = "") -> None:
     """Bar per class of (accuracy - other accuracy) in points, coloured by group."""
-    from ltaug.rundir import atomic_savefig
-
     groups = group_of(train_counts)
     gain = [100 * ((a or 0.0) - (b or 0.0)) for a, b in zip(per_class, per_class_other)]
-    plt, (fig, ax) = _figure(len(classes))
+    fig, ax = _figure(len(classes))
     ax.bar(range(len(classes)), gain, color=[COLORS[g] for g in groups])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("accuracy gain (points)")
@@ -67,4 +59,3 @@ def plot_gain(per_class: list, per_class_other: list, classes: list[str], train_
     _legend(ax, groups)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)

@@ -18,27 +18,32 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
+from ltaug import __version__
+from ltaug.callbacks import ReportFn
+from ltaug.classify.augment import RandAugment, crop_flip, mixup, to_input
+from ltaug.classify.checkpoint import CHECKPOINT, predict_logits, read_checkpoint
+from ltaug.classify.data import build_train_set
+from ltaug.classify.losses import make_loss
+from ltaug.classify.metrics import confusion_matrix, group_accuracy
+from ltaug.classify.models import build_model, check_model_name, count_parameters
+from ltaug.classify.plots import plot_per_class_accuracy
+from ltaug.config import Recipe, to_dict
+from ltaug.data import class_groups, load_from_config
+from ltaug.data.longtail import GROUPS
+from ltaug.device import resolve_device
 from ltaug.errors import LtaugError
+from ltaug.files import append_jsonl, atomic_write, atomic_write_json
+from ltaug.progress import progress_bar
+from ltaug.rundir import save_recipe
 
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 PLOT = "per_class_accuracy.png"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LtaugError(f"--device {device}: no CUDA device is available here; use --device cpu (or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise LtaugError(f"--device '{device}': expected auto, cpu or cuda[:N]") from None
 
 
 def lr_at(cfg, epoch_pos: float) -> float:
@@ -83,16 +88,13 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
 
 
 def _evaluate(model, meta, test, device, batch_size: int, amp: bool) -> tuple[np.ndarray, dict]:
-    from ltaug.classify.checkpoint import predict_logits
-    from ltaug.classify.metrics import confusion_matrix, group_accuracy
-
     logits = predict_logits(model, meta, test.images, device, batch_size, amp=amp)
     cm = confusion_matrix(test.labels, logits.argmax(axis=1), len(meta["classes"]))
     return cm, group_accuracy(cm, meta["counts"])
 
 
-def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str | os.PathLike] | tuple = (),
-                     report: Optional[Callable[[dict, Path], None]] = None, progress: bool = True,
+def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: list[str | os.PathLike] | tuple = (),
+                     report: Optional[ReportFn] = None, progress: bool = True,
                      resume: bool = False, device: Optional[str] = None) -> dict:
     """Train `recipe.classifier` on `recipe.data` (+ synthetic sets), evaluate, write out_dir; return results.json.
 
@@ -101,19 +103,6 @@ def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str 
     resume: continue from out_dir/checkpoint.pt (an error if it was trained with another recipe); without it an
     existing checkpoint is an error, so a finished run is never overwritten by accident.
     """
-    from ltaug.classify.augment import RandAugment, crop_flip, mixup, to_input
-    from ltaug.classify.checkpoint import CHECKPOINT, read_checkpoint
-    from ltaug.classify.data import build_train_set
-    from ltaug.classify.losses import make_loss
-    from ltaug.classify.models import build_model, check_model_name, count_parameters
-    from ltaug.classify.plots import plot_per_class_accuracy
-    from ltaug.config import save_recipe, to_dict
-    from ltaug.data import class_groups, load_from_config
-    from ltaug.progress import progress_bar
-    from ltaug.rundir import append_jsonl, atomic_torch_save, atomic_write_json
-
-    import ltaug
-
     cfg = recipe.classifier
     out_dir = Path(out_dir).expanduser().resolve()  # absolute: Ray Tune changes the working directory
     check_model_name(cfg.model)
@@ -229,12 +218,12 @@ def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str 
                 _, acc = _evaluate(model, meta, test, dev, 512, amp)
                 record.update({f"test_{k}": v for k, v in acc.items() if k != "per_class"})
                 bar.advance(0, test=acc["overall"])
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                               "meta": meta, "recipe": recipe_dict, "synthetic": synthetic,
-                               "train_time_s": train_time, "ltaug": ltaug.__version__}, ckpt_file)
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "meta": meta,
+                     "recipe": recipe_dict, "synthetic": synthetic, "train_time_s": train_time, "ltaug": __version__}
+            atomic_write(ckpt_file, lambda f: torch.save(state, f))
             append_jsonl(out_dir / METRICS, record)
             if report is not None:
-                report(record, out_dir)
+                report(record, str(out_dir))
 
     # ------------------------------------------------------------------ results
     cm, acc = _evaluate(model, meta, test, dev, 512, amp)
@@ -242,7 +231,7 @@ def train_classifier(recipe, out_dir: str | os.PathLike, *, synthetic: list[str 
     results = {
         "name": out_dir.name,
         "top1": acc["overall"],
-        "accuracy": {k: acc[k] for k in ("overall", "many", "medium", "few")},
+        "accuracy": {k: acc[k] for k in GROUPS},
         "per_class": acc["per_class"],
         "classes": list(ts.classes),
         "groups": groups,

@@ -14,13 +14,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-from ltaug.cli import data as _data  # noqa: E402,F401  (each module registers its commands on `app`)
-from ltaug.cli import generator as _generator  # noqa: E402,F401
-from ltaug.cli import synthesize as _synthesize  # noqa: E402,F401
 from ltaug.cli import classifier as _classifier  # noqa: E402,F401
+from ltaug.cli import data as _data  # noqa: E402,F401  (each module registers its commands on `app`)
 from ltaug.cli import evaluate as _evaluate  # noqa: E402,F401
-from ltaug.cli import tune as _tune  # noqa: E402,F401
+from ltaug.cli import generator as _generator  # noqa: E402,F401
 from ltaug.cli import run as _run  # noqa: E402,F401
+from ltaug.cli import synthesize as _synthesize  # noqa: E402,F401
+from ltaug.cli import tune as _tune  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""What every command shares: error handling (exit 2, no traceback), recipe resolution, common options."""
+"""What every command shares: error handling (exit 2, no traceback), recipe resolution, common options.
+
+This module and the command modules import no torch at the top, so `ltaug --help` stays fast; each command imports
+the library it shells over when it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from ltaug.cli.options import key_option
+from ltaug.config import Recipe, load_recipe
 from ltaug.errors import LtaugError
+from ltaug.rundir import RunDir
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,7 +26,7 @@ USAGE_EXIT = 2
 
 def fail(message: str, code: int = USAGE_EXIT) -> None:
     """Print an error (naming the flag/file and the fix) and exit; 2 = usage error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -39,32 +46,26 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def not_built(command: str, issue: str) -> None:
-    fail(f"`ltaug {command}` is not built yet ({issue}); see the README for what works today")
-
-
-def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any):
+def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any) -> Recipe:
     """Recipe by name/path, then direct flags (dotted keys -> value, None = not given), then --set overrides."""
-    from ltaug.config import apply_set, from_dict, read_recipe_file, Recipe
+    return load_recipe(recipe, list(sets or []), values=direct)
 
-    data = read_recipe_file(recipe)
-    for key, value in direct.items():
-        if value is not None:
-            node = data
-            parts = key.split(".")
-            for p in parts[:-1]:
-                if not isinstance(node.get(p), dict):  # absent or empty (`evaluate:` with no keys) section
-                    node[p] = {}
-                node = node[p]
-            node[parts[-1]] = value
-    for s in sets or []:
-        apply_set(data, s)
-    return from_dict(Recipe, data)
+
+def recipe_of(path: Path, recipe: Optional[str]) -> Optional[str]:
+    """The recipe a command on `path` starts from: --recipe when given, else the recipe of the run holding `path`
+    (ltaug.rundir.RunDir.find), else None (the embedded default)."""
+    if recipe is not None:
+        return recipe
+    run = RunDir.find(path)
+    return str(run.config) if run is not None and run.exists() else None
 
 
 # Common options, written once.
-RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="built-in recipe name or YAML path (default mnist_lt)")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override any recipe key: --set generator.steps=2000")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory to create (default: runs/NNNNN-NAME)")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="mnist-lt, cifar10-lt, cifar100-lt, npz:PATH, folder:PATH")]
+RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r",
+                                                  help="built-in recipe name or YAML path (default mnist_lt)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s",
+                                                     help="override any recipe key: --set generator.steps=2000")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o",
+                                                help="run directory to create (default: runs/NNNNN-NAME)")]
+DeviceOpt = key_option("device", "--device")
+DatasetOpt = key_option("data.dataset", "--dataset", "-d")

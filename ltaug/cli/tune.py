@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from ltaug.cli import app
 from ltaug.cli.common import OutOpt, console, handle_errors
+from ltaug.errors import LtaugError
+from ltaug.rundir import RunDir
 
 
 @app.command("tune", help="Sweep recipe keys (margin, tau schedule, synthetic ratio, ...) with Ray Tune; writes the "
@@ -21,16 +24,12 @@ def tune_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted sweep in --out")] = False,
     num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (default: all)")] = None,
 ) -> None:
-    from rich.table import Table
-
-    from ltaug.errors import LtaugError
-    from ltaug.rundir import new_run_dir
     from ltaug.tune import load_sweep, run_sweep
 
     spec = load_sweep(sweep)
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
-    out_dir = out if out is not None else new_run_dir(None, f"tune-{spec.name}")
+    out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path
     console.print(f"sweep directory: [bold]{out_dir}[/]")
     result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus)
     table = Table(title=f"sweep {spec.name}: {spec.mode} {spec.metric}")

@@ -10,6 +10,11 @@ BUILTIN_DATASETS = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "ci
                     "cifar100-train")
 DATASET_PREFIXES = ("npz:", "folder:")
 PROFILES = ("exp", "step")
+# Reporting groups by number of training images (method.md §4): many > 100, medium 20..100, few < 20.
+MANY_ABOVE = 100
+FEW_BELOW = 20
+GROUP_NAMES = ("many", "medium", "few")
+GROUPS = ("overall",) + GROUP_NAMES  # the rows of every results table
 
 # The balanced test split that goes with a built-in training set (mnist-lt's test split is its own "test" split).
 _TEST_OF = {"mnist-lt": "mnist-lt", "cifar10-lt": "cifar10-test", "cifar100-lt": "cifar100-test",

@@ -39,12 +39,22 @@ class EvaluateConfig(Section):
     def validate(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
-            raise LtaugError(f"recipe key 'evaluate.metrics': unknown metric '{bad[0]}'; choose from {', '.join(METRICS)}")
+            raise LtaugError(f"recipe key 'evaluate.metrics': unknown metric '{bad[0]}'; choose from "
+                             f"{', '.join(METRICS)}")
         self.metrics = list(dict.fromkeys(self.metrics))
 
     @property
     def inception_metrics(self) -> list[str]:
         return [m for m in self.metrics if m in INCEPTION_METRICS]
+
+
+def parse_metrics(metrics: str | list[str]) -> list[str]:
+    """The --metrics comma list (or a list), checked against the metric names, duplicates dropped."""
+    items = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    bad = [m for m in items if m not in METRICS]
+    if bad or not items:
+        raise LtaugError(f"--metrics: unknown metric '{bad[0] if bad else ''}'; choose from {','.join(METRICS)}")
+    return list(dict.fromkeys(items))
 
 
 def reference_for(evaluate: EvaluateConfig, data: DataConfig) -> tuple[str, str]:

@@ -17,9 +17,13 @@ import yaml
 from ltaug.errors import LtaugError
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None) -> Any:
-    """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / lower bound."""
-    meta = {"help": help, "choices": choices, "min": min}
+def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None, flag: str | None = None,
+        why: str | None = None) -> Any:
+    """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / lower bound.
+
+    flag: the command-line option that sets it, named first in its errors; why: the sentence an out-of-bound
+    value gets instead of "must be >= min" (e.g. what the value means)."""
+    meta = {"help": help, "choices": choices, "min": min, "flag": flag, "why": why}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -28,6 +32,11 @@ def opt(default: Any, help: str, choices: tuple | None = None, min: float | None
 def section(cls: type, help: str) -> Any:
     """A nested recipe section (a dataclass with defaults for every field)."""
     return dataclasses.field(default_factory=cls, metadata={"help": help, "choices": None, "min": None})
+
+
+def field_flag(section: type, name: str) -> str | None:
+    """The command-line option of a recipe field (None when it has none)."""
+    return {f.name: f for f in dataclasses.fields(section)}[name].metadata.get("flag")
 
 
 def yaml_scalar(value: Any) -> str:
@@ -44,18 +53,27 @@ class Section:
     def key(self, name: str) -> str:
         return f"{self.KEY}.{name}" if self.KEY else name
 
+    def _where(self, f: dataclasses.Field, value: Any) -> str:
+        """How an error names the value: "--flag VALUE (recipe key 'a.b')" or "recipe key 'a.b': VALUE"."""
+        flag = f.metadata.get("flag")
+        shown = value if isinstance(value, (int, float)) else repr(value)
+        return f"{flag} {shown} (recipe key '{self.key(f.name)}')" if flag else \
+            f"recipe key '{self.key(f.name)}': {shown}"
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             choices, low = f.metadata.get("choices"), f.metadata.get("min")
             if choices and value not in choices:
-                raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} is not one of "
-                                 f"{', '.join(map(str, choices))}")
+                raise LtaugError(f"{self._where(f, value)} is not one of {', '.join(map(str, choices))}")
             if low is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 if value != value:  # NaN compares false with everything: refuse it explicitly
-                    raise LtaugError(f"recipe key '{self.key(f.name)}': nan is not a number")
+                    raise LtaugError(f"{self._where(f, value)}: nan is not a number")
                 if value < low:
-                    raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} must be >= {low}")
+                    flag, why = f.metadata.get("flag"), f.metadata.get("why") or f"must be >= {low}"
+                    if flag:  # the flag's own words first: "--w -0.5: the guidance weight must be >= 0"
+                        raise LtaugError(f"{flag} {value}: {why} (recipe key '{self.key(f.name)}')")
+                    raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} {why}")
         self.validate()
 
     def validate(self) -> None:

@@ -24,24 +24,27 @@ class SynthConfig(Section):
     fill_to: int = opt(100, "top every class up to this many images, real ones included, so the head may get none "
                             "(0 = use per_class)", min=0)
     classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
-    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=SAMPLERS)
-    steps: int = opt(10, "DDIM steps (ignored by ddpm, which always takes all T)", min=1)
-    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0)
+    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=SAMPLERS, flag="--sampler")
+    steps: int = opt(10, "DDIM steps (ignored by ddpm, which always takes all T)", min=1, flag="--steps")
+    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0, flag="--eta")
     variance: str = opt("large", "DDPM step variance: large (sigma^2 = beta_t, the CIFAR default) or small "
-                                 "(the posterior's beta~_t)", choices=VARIANCES)
+                                 "(the posterior's beta~_t)", choices=VARIANCES, flag="--variance")
     w: float = opt(1.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
-                   min=0.0)
+                   min=0.0, flag="--w", why="the guidance weight must be >= 0 (w = 0 is plain conditional sampling; "
+                                          "other libraries' scale is s = 1 + w)")
     clip_x0: bool = opt(False, "clamp the predicted x0 to [-1, 1] at every step (the published samplers do not)")
     amp: str = opt("none", "autocast of the sampling network: none (fp32, the published protocols), bf16 or fp16 "
-                   "(GPU; faster, images differ slightly)", choices=AMP_MODES)
-    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1)
-    workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1)
+                   "(GPU; faster, images differ slightly)", choices=AMP_MODES, flag="--amp")
+    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1, flag="--batch-size",
+                          why="must be a positive number")
+    workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1,
+                       flag="--workers", why="must be a positive number")
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
     npz: bool = opt(False, "also write synthetic.npz (images, labels, classes, seeds, files)")
     filter_classifier: str = opt("", "keep only images this classifier (dir or checkpoint) assigns to their own label "
                                      "with probability >= min_confidence; empty = no filter")
     min_confidence: float = opt(0.5, "filter threshold on the classifier's probability of the image's own label",
-                                min=0.0)
+                                min=0.0, flag="--min-confidence", why="a probability, must be in [0, 1]")
     filter_max_tries: float = opt(20.0, "give up a class after trying this many times its planned count", min=1.0)
 
     def validate(self) -> None:
@@ -49,7 +52,8 @@ class SynthConfig(Section):
             raise LtaugError(f"synth.per_class ({self.per_class}) and synth.fill_to ({self.fill_to}) are both set; "
                              "set one of them to 0 (on the command line, --per-class / --fill-to pick one)")
         if self.min_confidence > 1:
-            raise LtaugError(f"synth.min_confidence {self.min_confidence}: a probability, must be in [0, 1]")
+            raise LtaugError(f"--min-confidence {self.min_confidence}: a probability, must be in [0, 1] (recipe key "
+                             "'synth.min_confidence')")
 
     def identity(self, T: int) -> dict:
         """The sampling settings that decide an image (beside checkpoint, label and seed), with the knobs a sampler

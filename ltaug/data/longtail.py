@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ltaug.config.data import FEW_BELOW, GROUP_NAMES, GROUPS, MANY_ABOVE  # noqa: F401 (re-exported)
 from ltaug.errors import LtaugError
-
-# Reporting groups by number of training images (method.md §4): many > 100, medium 20..100, few < 20.
-MANY_ABOVE = 100
-FEW_BELOW = 20
 
 
 def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float, profile: str = "exp") -> list[int]:

@@ -1,25 +1,23 @@
-"""The class histogram: images per class on a log scale, coloured by many / medium / few."""
+"""The class histogram: images per class on a log scale, coloured by many / medium / few (the one group palette of
+every ltaug plot)."""
 
 from __future__ import annotations
 
 import os
 
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
 from ltaug.data.longtail import group_of
+from ltaug.files import atomic_savefig
 
 GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
 
 def plot_class_histogram(counts: list[int], classes: list[str], path: str | os.PathLike, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from ltaug.rundir import atomic_savefig
-
     groups = group_of(counts)
-    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(counts) + 3), 3.5), dpi=120)
+    fig = Figure(figsize=(max(6, 0.12 * len(counts) + 3), 3.5), dpi=120)
+    ax = fig.subplots()
     ax.bar(range(len(counts)), [max(c, 0.8) for c in counts], color=[GROUP_COLORS[g] for g in groups], width=0.85)
     ax.set_yscale("log")
     ax.set_ylabel("training images (log)")
@@ -30,7 +28,7 @@ def plot_class_histogram(counts: list[int], classes: list[str], path: str | os.P
     ax.axhline(20, color="grey", lw=0.6, ls="--")
     ax.legend(handles=[Patch(color=c, label=f"{g} ({groups.count(g)})") for g, c in GROUP_COLORS.items()],
               fontsize=8, loc="upper right")
-    ax.set_title(title or f"{len(counts)} classes, {sum(counts):,} images, ratio {max(counts) / max(min(counts), 1):.0f}")
+    ratio = max(counts) / max(min(counts), 1)
+    ax.set_title(title or f"{len(counts)} classes, {sum(counts):,} images, ratio {ratio:.0f}")
     fig.tight_layout()
     atomic_savefig(fig, path)
-    plt.close(fig)

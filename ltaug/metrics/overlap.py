@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from ltaug.data.longtail import class_groups, group_of
 from ltaug.errors import LtaugError
+from ltaug.files import atomic_savefig
 
 
 def overlap_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int, *, soft: bool = False) -> np.ndarray:
@@ -43,8 +46,6 @@ def leakage_summary(matrix: np.ndarray, train_counts: list[int] | np.ndarray) ->
     - `leakage_other`: the rest of the off-diagonal mass.
     Also per class: agreement, leakage_into_head and the class it leaks into most.
     """
-    from ltaug.data import class_groups, group_of
-
     m = np.asarray(matrix, dtype=np.float64)
     c = len(m)
     if len(train_counts) != c:
@@ -87,16 +88,10 @@ def _f(x) -> float | None:
 
 def plot_overlap(matrix: np.ndarray, classes: list[str], path: str | os.PathLike, title: str = "") -> None:
     """Heat map of the overlap matrix (rows: generated class, head to tail; columns: predicted class)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ltaug.rundir import atomic_savefig
-
     c = len(classes)
     size = min(4 + 0.35 * c, 24)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig = Figure(figsize=(size, size * 0.85))
+    ax = fig.subplots()
     im = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="viridis", vmin=0.0, vmax=1.0)
     if c <= 40:
         ax.set_xticks(range(c), classes, rotation=90, fontsize=8)
@@ -114,4 +109,3 @@ def plot_overlap(matrix: np.ndarray, classes: list[str], path: str | os.PathLike
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import os
 
+from matplotlib.figure import Figure
+
+from ltaug.data.longtail import GROUPS
+from ltaug.data.plot import GROUP_COLORS
+from ltaug.files import atomic_savefig
+
 PANELS = (("fid", "FID (lower is better)"), ("kid", "KID (lower is better)"), ("precision", "precision"),
           ("recall", "recall"), ("density", "density"), ("coverage", "coverage"), ("is", "Inception Score"))
-GROUPS = ("overall", "many", "medium", "few")
 
 
 def plot_group_metrics(results: dict, path: str | os.PathLike) -> None:
     """Bar charts of every metric present in `results` (as returned by `evaluate`), per class group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ltaug.data.plot import GROUP_COLORS
-    from ltaug.rundir import atomic_savefig
-
     panels = [(k, t) for k, t in PANELS if any(isinstance(results.get(g, {}).get(k), float) for g in GROUPS)]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.5, 3.0), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(panels) + 0.5, 3.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     colors = {"overall": "#555555", **GROUP_COLORS}
     for ax, (key, title) in zip(axes[0], panels):
         names = [g for g in GROUPS if isinstance(results.get(g, {}).get(key), float)]
@@ -37,4 +35,3 @@ def plot_group_metrics(results: dict, path: str | os.PathLike) -> None:
                  f"{p.get('sampler', '')} {p.get('steps') or ''} w={p.get('w', '')}", fontsize=8)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)

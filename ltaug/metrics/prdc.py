@@ -15,6 +15,8 @@ size follows from `max_bytes`, and every statistic above is a running OR / count
 from __future__ import annotations
 
 import numpy as np
+import torch
+from scipy.spatial.distance import cdist
 
 from ltaug.errors import LtaugError
 
@@ -41,8 +43,6 @@ def _dist_block(a, a_sq, b, b_sq):
 def knn_radii(x: np.ndarray, k: int = 5, *, device: str = "cpu", max_bytes: int = 2 << 30,
               dtype: str = "float32") -> np.ndarray:
     """Distance of every row of x [N, D] to its k-th nearest other row, float64 [N]. Needs N > k."""
-    import torch
-
     n = len(x)
     if n <= k:
         raise LtaugError(f"k-NN radii need more than k={k} points, got {n}: raise --num-samples")
@@ -66,11 +66,10 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, *, device: str = "cpu",
     precision of the distances ("float32", or "float64" for bit-for-bit agreement with a dense float64 reference).
     Returns floats in [0, 1] (density can exceed 1).
     """
-    import torch
-
     real, fake = np.asarray(real), np.asarray(fake)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise LtaugError(f"precision/recall needs two [N, D] feature arrays of equal D, got {real.shape} and {fake.shape}")
+        raise LtaugError(f"precision/recall needs two [N, D] feature arrays of equal D, got {real.shape} and "
+                         f"{fake.shape}")
     r_real = knn_radii(real, k, device=device, max_bytes=max_bytes, dtype=dtype)
     r_fake = knn_radii(fake, k, device=device, max_bytes=max_bytes, dtype=dtype)
 
@@ -107,8 +106,6 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, *, device: str = "cpu",
 
 def prdc_dense(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     """The same four numbers from full float64 distance matrices (small inputs only; the reference for tests)."""
-    from scipy.spatial.distance import cdist
-
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     d_rr, d_ff, d_rf = cdist(real, real), cdist(fake, fake), cdist(real, fake)
     r_real = np.sort(d_rr, axis=1)[:, k]

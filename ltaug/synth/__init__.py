@@ -1,24 +1,14 @@
 """Synthesis: class-balanced samples of a trained generator, written resumably to class folders + manifest.
 
-`from ltaug.synth import synthesize, generate_images, make_plan` works, but importing this package (which
-`ltaug.config` does, for the `synth` recipe section) stays torch-free: the heavy parts load on first use.
+run.py     synthesize(generator, cfg: SynthConfig, out_dir, *, seed, device), generate_images(...)
+plan.py    how many images per class, and the seed of each
+folder.py  writing the folder and repairing what a crash leaves (the format: ltaug.data.synthetic)
+engine.py  who draws: this process, or Ray workers
+filter.py  the optional confidence filter
 """
 
-from __future__ import annotations
+from ltaug.synth.plan import Plan, image_seed, make_plan, plan_for, plan_table
+from ltaug.synth.run import SynthResult, default_out_dir, generate_images, synthesize
 
-from typing import Any
-
-__all__ = ["synthesize", "synthesize_from_config", "generate_images", "SynthResult", "make_plan", "Plan",
-           "plan_table", "image_seed"]
-
-_WHERE = {"synthesize": "ltaug.synth.run", "synthesize_from_config": "ltaug.synth.run",
-          "generate_images": "ltaug.synth.run", "SynthResult": "ltaug.synth.run", "make_plan": "ltaug.synth.plan",
-          "Plan": "ltaug.synth.plan", "plan_table": "ltaug.synth.plan", "image_seed": "ltaug.synth.plan"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'ltaug.synth' has no attribute {name!r}")
+__all__ = ["Plan", "image_seed", "make_plan", "plan_for", "plan_table", "SynthResult", "default_out_dir",
+           "generate_images", "synthesize"]

@@ -14,43 +14,33 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import ray
+import torch
+
+from ltaug.config.synth import SynthConfig
+from ltaug.device import amp_dtype, autocast
+from ltaug.diffusion.checkpoint import LoadedGenerator, load_generator
+from ltaug.diffusion.sampler import sample, to_uint8
 
 Batch = tuple[list[int], list[int]]
 
 
-def resolve_device(device: str | None) -> str:
-    """auto/None -> cuda when available, else cpu."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def draw(gen, labels: Sequence[int], seeds: Sequence[int], sample_kw: dict, device: str,
-         batch_size: int) -> np.ndarray:
-    """Images for (labels, seeds) from a LoadedGenerator, in batches of batch_size: uint8 [N, H, W, C]."""
-    import torch
-
-    from ltaug.diffusion.sampler import sample, to_uint8
-
+def draw(gen: LoadedGenerator, labels: Sequence[int], seeds: Sequence[int], cfg: SynthConfig,
+         device: str | torch.device, batch_size: int) -> np.ndarray:
+    """Images for (labels, seeds) from a LoadedGenerator with the sampling settings of `cfg`, in batches of
+    batch_size: uint8 [N, H, W, C]."""
     out = []
+    device = torch.device(device)
     shape = (gen.channels, gen.resolution, gen.resolution)
     net = gen.net.to(memory_format=torch.channels_last)  # ~1.2x faster convolutions on CPU; a no-op once done
-    kw = dict(sample_kw)
-    amp = kw.pop("amp", "none")
-    dev_type = torch.device(device).type
-    if amp == "fp16" and dev_type != "cuda":
-        from ltaug.errors import LtaugError
-
-        raise LtaugError(f"--amp fp16 needs a GPU (this worker samples on {device}); use bf16 or none")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = amp_dtype(cfg.amp, device, "--amp")
     for i in range(0, len(labels), batch_size):
         y = torch.as_tensor(list(labels[i:i + batch_size]), dtype=torch.long)
         # the network runs in bf16/fp16 under amp; the sampler's update arithmetic stays float32
-        with torch.autocast(dev_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             x = sample(net, gen.schedule, y, list(seeds[i:i + batch_size]), num_classes=gen.num_classes,
-                       device=device, shape=shape, channels_last=True, **kw)
+                       sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, w=cfg.w, variance=cfg.variance,
+                       clip_x0=cfg.clip_x0, device=device, shape=shape, channels_last=True)
         out.append(to_uint8(x.float()))
     if not out:
         return np.zeros((0, gen.resolution, gen.resolution, gen.channels), np.uint8)
@@ -60,13 +50,13 @@ def draw(gen, labels: Sequence[int], seeds: Sequence[int], sample_kw: dict, devi
 class LocalEngine:
     """Sample in this process (workers = 1, no --address)."""
 
-    def __init__(self, gen, sample_kw: dict, device: str):
-        self.gen, self.sample_kw, self.device = gen, sample_kw, device
+    def __init__(self, gen: LoadedGenerator, cfg: SynthConfig, device: torch.device):
+        self.gen, self.cfg, self.device = gen, cfg, device
         self.description = f"1 worker in this process on {device}"
 
     def run(self, batches: list[Batch]) -> Iterator[tuple[list[int], list[int], np.ndarray]]:
         for labels, seeds in batches:
-            yield labels, seeds, draw(self.gen, labels, seeds, self.sample_kw, self.device, len(labels))
+            yield labels, seeds, draw(self.gen, labels, seeds, self.cfg, self.device, len(labels))
 
     def close(self) -> None:
         pass
@@ -75,11 +65,7 @@ class LocalEngine:
 class _Worker:
     """A Ray actor that loads the generator once and draws batches."""
 
-    def __init__(self, checkpoint, sample_kw: dict, device: str, threads: int):
-        import torch
-
-        from ltaug.diffusion.checkpoint import load_generator
-
+    def __init__(self, checkpoint, cfg: SynthConfig, device: str, threads: int):
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
         if isinstance(checkpoint, (bytes, bytearray)):  # joined cluster: the file arrives through the object store
@@ -89,18 +75,17 @@ class _Worker:
         else:
             path = checkpoint
         self.gen = load_generator(path, device=device, ema=True)
-        self.sample_kw, self.device = sample_kw, device
+        self.cfg, self.device = cfg, device
 
     def generate(self, labels: list[int], seeds: list[int]):
-        return labels, seeds, draw(self.gen, labels, seeds, self.sample_kw, self.device, len(labels))
+        return labels, seeds, draw(self.gen, labels, seeds, self.cfg, self.device, len(labels))
 
 
 class RayEngine:
     """N actors over a local Ray (started here unless one is running) or the cluster at `address`."""
 
-    def __init__(self, checkpoint_path: Path, sample_kw: dict, device: str, workers: int, address: str = ""):
-        import ray
-
+    def __init__(self, checkpoint_path: Path, cfg: SynthConfig, device: torch.device):
+        workers, address = cfg.workers, cfg.address
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
@@ -110,14 +95,14 @@ class RayEngine:
                 ray.init(num_cpus=max(workers, os.cpu_count() or 1), log_to_driver=False, include_dashboard=False)
             self.started = True
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        use_gpu = device != "cpu" and gpus > 0
+        use_gpu = device.type != "cpu" and gpus > 0
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = 1 if use_gpu else max(1, cpus // workers)
         # A joined cluster may not share our filesystem: ship the checkpoint bytes; locally the path is enough.
         ckpt = ray.put(Path(checkpoint_path).read_bytes()) if address else str(checkpoint_path)
         actor = ray.remote(num_gpus=1, num_cpus=1)(_Worker) if use_gpu else ray.remote(num_cpus=1)(_Worker)
         self.device = "cuda" if use_gpu else "cpu"
-        self.actors = [actor.remote(ckpt, sample_kw, self.device, threads) for _ in range(workers)]
+        self.actors = [actor.remote(ckpt, cfg, self.device, threads) for _ in range(workers)]
         where = f"cluster {address}" if address else "a local Ray"
         self.description = f"{workers} Ray workers on {where}, one {'GPU' if use_gpu else 'CPU'} each"
 

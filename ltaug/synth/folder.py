@@ -1,12 +1,4 @@
-"""The synthetic folder on disk, and what survives a crash (torch-free).
-
-    OUT/settings.json     checkpoint + hash, sampler, steps, eta, variance, w (and s = 1 + w), seed, filter: the
-                          identity of every image here; a later run with another identity is refused
-    OUT/plan.json         the latest plan (per class: real, new, total)
-    OUT/<class>/<seed>.png   one PNG per image, named by its seed (written to a temporary name, then renamed)
-    OUT/manifest.jsonl    one line per finished image: path, label, class, seed, k, checkpoint, sha256, sampler...
-    OUT/rejected.jsonl    images the filter refused (seed, k, confidence): never written as PNG, never retried
-    OUT/synthetic.npz     optional: images, labels, classes, seeds, files (the ../shared/data format + extras)
+"""Writing a synthetic folder, and repairing what a crash leaves (the format itself: ltaug.data.synthetic).
 
 An image counts as done when its manifest line exists AND its PNG exists. A run killed at any moment (kill -9
 included) leaves at worst: a `.tmp` file (deleted on resume), a renamed PNG without its manifest line (deleted and
@@ -16,54 +8,31 @@ manifest atomically, so resuming completes the plan exactly, without duplicates.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ltaug.data.longtail import group_of
+from ltaug.data.synthetic import (
+    GRID,
+    IDENTITY_KEYS,
+    MANIFEST,
+    NPZ,
+    PLAN,
+    REJECTED,
+    SETTINGS,
+    class_dirs,
+    encode_png,
+    finished,
+    png_name,
+    read_png,
+)
+from ltaug.diffusion.grid import head_to_tail, row_label, save_grid
 from ltaug.errors import LtaugError
-from ltaug.rundir import atomic_write_json, atomic_write_text, read_jsonl
-
-SETTINGS = "settings.json"
-PLAN = "plan.json"
-MANIFEST = "manifest.jsonl"
-REJECTED = "rejected.jsonl"
-NPZ = "synthetic.npz"
-# What makes two images comparable: a folder holds images of one identity only.
-# amp is absent from settings sampled in fp32 (none), so folders made before the option keep their identity
-IDENTITY_KEYS = ("checkpoint_sha256", "sampler", "steps", "eta", "variance", "w", "seed", "clip_x0", "filter", "amp")
-
-
-def class_dirs(classes: list[str]) -> list[str]:
-    """A safe, unique folder name per class (the class name, with path characters replaced)."""
-    out, seen = [], set()
-    for i, c in enumerate(classes):
-        name = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", str(c)).strip() or f"class_{i}"
-        if name in (".", "..") or name.startswith("."):
-            name = f"class_{i}_{name.lstrip('.')}"
-        if name in seen:
-            name = f"{name}_{i}"
-        seen.add(name)
-        out.append(name)
-    return out
-
-
-def png_name(seed: int) -> str:
-    return f"{int(seed):08d}.png"
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 [H, W, C] (C = 1 or 3) -> PNG bytes."""
-    from PIL import Image
-
-    arr = image[:, :, 0] if image.shape[-1] == 1 else image
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode="L" if image.shape[-1] == 1 else "RGB").save(buf, format="PNG")
-    return buf.getvalue()
+from ltaug.files import atomic_write_json, atomic_write_text, read_jsonl
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -76,14 +45,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
     with open(tmp, "wb") as f:
         f.write(encode_png(image))
     os.replace(tmp, path)
-
-
-def read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 @dataclass
@@ -102,7 +63,8 @@ class FolderState:
 
 
 def identity(settings: dict) -> dict:
-    return {k: settings.get(k) for k in IDENTITY_KEYS}
+    """The keys that make images comparable; a folder from before the amp option was sampled in fp32 ("none")."""
+    return {k: settings.get(k, "none" if k == "amp" else None) for k in IDENTITY_KEYS}
 
 
 def prepare(out: Path, settings: dict, classes: list[str], overwrite: bool) -> None:
@@ -146,7 +108,7 @@ def _short(v) -> str:
 
 def clear(out: Path, classes: list[str]) -> None:
     """Delete what a synthesis wrote into `out` (and nothing else)."""
-    for name in (SETTINGS, PLAN, MANIFEST, REJECTED, NPZ):
+    for name in (SETTINGS, PLAN, MANIFEST, REJECTED, NPZ, GRID):
         (out / name).unlink(missing_ok=True)
     for d in class_dirs(classes):
         folder = out / d
@@ -222,7 +184,7 @@ def append_lines(path: Path, records: list[dict]) -> None:
 def write_npz(out: Path, classes: list[str]) -> Path:
     """Pack every image of the manifest into OUT/synthetic.npz (images uint8 [N,H,W,C], labels, classes, seeds,
     files), sorted by seed, written atomically. Readable by `ltaug.data.load_dataset("npz:...")`."""
-    records = sorted(read_jsonl(out / MANIFEST), key=lambda r: r["seed"])
+    records = sorted(finished(out), key=lambda r: r["seed"])
     images = [read_png(out / r["path"]) for r in records]
     arr = np.stack(images) if images else np.zeros((0, 1, 1, 1), np.uint8)
     path = out / NPZ
@@ -233,3 +195,18 @@ def write_npz(out: Path, classes: list[str]) -> Path:
                  files=np.array([r["path"] for r in records]))
     os.replace(tmp, path)
     return path
+
+
+def write_grid(out: Path, classes: list[str], real_counts: list[int], cols: int = 8) -> Path | None:
+    """OUT/grid.png: the first `cols` images (lowest k) of every class that has any, one row per class from head to
+    tail, labelled with the class name and its real training count. None when the folder holds no image."""
+    by_label: dict[int, list[dict]] = {}
+    for r in finished(out):
+        by_label.setdefault(int(r["label"]), []).append(r)
+    rows, labels = [], []
+    for y in head_to_tail(list(real_counts)):
+        recs = sorted(by_label.get(y, []), key=lambda r: r.get("k", 0))[:cols]
+        if recs:
+            rows.append(np.stack([read_png(out / r["path"]) for r in recs]))
+            labels.append(f"{row_label(classes[y], real_counts[y])} {group_of(real_counts)[y]}")
+    return save_grid(rows, labels, out / GRID) if rows else None

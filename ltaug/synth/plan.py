@@ -15,6 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+from rich.markup import escape
+from rich.table import Table
+
+from ltaug.config.synth import SynthConfig
+from ltaug.data.longtail import group_of
 from ltaug.errors import LtaugError
 
 SEED_BASE = 2**32
@@ -109,12 +114,15 @@ def make_plan(classes: Sequence[str], real_counts: Sequence[int], *, per_class: 
     return Plan(rows, classes, mode, n, seed)
 
 
-def plan_table(plan: Plan, title: str = ""):
+def plan_for(generator, cfg: SynthConfig, seed: int = 0) -> Plan:
+    """The plan a recipe's `synth` section asks of a generator (anything with `classes` and `counts`, e.g. a
+    LoadedGenerator)."""
+    return make_plan(generator.classes, generator.counts, per_class=cfg.per_class, fill_to=cfg.fill_to,
+                     only=cfg.classes or None, seed=seed)
+
+
+def plan_table(plan: Plan, title: str = "") -> Table:
     """A rich Table of the plan (label, class, real, new, total, group)."""
-    from rich.table import Table
-
-    from ltaug.data.longtail import group_of
-
     groups = group_of([r.real for r in plan.rows]) if plan.rows else []
     colors = {"many": "blue", "medium": "yellow", "few": "red"}
     how = f"--per-class {plan.n}" if plan.mode == "per_class" else f"--fill-to {plan.n}"
@@ -123,5 +131,5 @@ def plan_table(plan: Plan, title: str = ""):
                          ("total", "right"), ("group", "left")):
         table.add_column(col, justify=justify)
     for r, g in zip(plan.rows, groups):
-        table.add_row(str(r.label), r.name, f"{r.real:,}", f"{r.new:,}", f"{r.total:,}", f"[{colors[g]}]{g}[/]")
+        table.add_row(str(r.label), escape(r.name), f"{r.real:,}", f"{r.new:,}", f"{r.total:,}", f"[{colors[g]}]{g}[/]")
     return table

@@ -3,8 +3,9 @@ the same images in memory (for evaluation).
 
 A run: load the generator (EMA weights) -> plan -> check the folder's identity (settings.json) -> scan what is done
 -> draw the missing (label, seed) pairs in batches, locally or on Ray workers -> [filter] -> write PNG + manifest line
-as each batch comes back -> repeat for filter rejections -> optional npz. Any interruption is resumed by running the
-same call again.
+as each batch comes back -> repeat for filter rejections -> grid.png, optional npz. Any interruption is resumed by
+running the same call again. The sampling settings are the recipe's `synth` section (`SynthConfig`), the same
+object `ltaug evaluate` samples with.
 """
 
 from __future__ import annotations
@@ -12,13 +13,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
+import torch
 
+from ltaug.config.synth import SynthConfig
+from ltaug.device import resolve_device
+from ltaug.diffusion.checkpoint import LoadedGenerator, load_generator
 from ltaug.errors import LtaugError
+from ltaug.files import atomic_write_json
+from ltaug.progress import progress_bar
+from ltaug.rundir import RunDir
 from ltaug.synth import folder as F
-from ltaug.synth.plan import Plan, image_seed, make_plan
+from ltaug.synth.engine import LocalEngine, RayEngine, draw
+from ltaug.synth.filter import ConfidenceFilter
+from ltaug.synth.plan import Plan, image_seed, plan_for, seed_index
+
+GeneratorLike = Union[str, Path, LoadedGenerator]
 
 
 @dataclass
@@ -32,6 +44,7 @@ class SynthResult:
     images_per_s: float
     settings: dict
     npz: Optional[Path] = None
+    grid: Optional[Path] = None
     rejection: dict[int, dict] = field(default_factory=dict)  # label -> {"tried", "rejected", "rate"} (filter)
     shortfall: dict[int, int] = field(default_factory=dict)  # label -> images still missing (filter gave up)
     repaired: dict = field(default_factory=dict)
@@ -42,105 +55,66 @@ class SynthResult:
         return not self.shortfall
 
 
-def _load(run_or_ckpt: Any, device: str):
-    if hasattr(run_or_ckpt, "net") and hasattr(run_or_ckpt, "schedule"):
-        return run_or_ckpt  # already a LoadedGenerator
-    path = Path(run_or_ckpt)
+def as_generator(generator: GeneratorLike, device: torch.device) -> LoadedGenerator:
+    """A LoadedGenerator (EMA weights) from a run dir, generator dir, checkpoint file, or one already loaded."""
+    if isinstance(generator, LoadedGenerator):
+        return generator
+    path = Path(generator)
     if not path.exists():
         raise LtaugError(f"{path}: no such run directory or checkpoint file")
-    from ltaug.diffusion.checkpoint import load_generator
-
     return load_generator(path, device=device, ema=True)
 
 
-def default_out_dir(run_or_ckpt: str | Path) -> Path:
-    """RUN/synth for a run directory (or its generator/ folder, or a checkpoint inside it)."""
-    path = Path(run_or_ckpt).resolve()
-    for p in [path, *path.parents][:4]:
-        if (p / "generator").is_dir():
-            return p / "synth"
-        if p.name == "generator":
-            return p.parent / "synth"
-    raise LtaugError(f"{run_or_ckpt} is not inside a run directory; give --out for the synthetic folder")
+def default_out_dir(generator: GeneratorLike) -> Path:
+    """RUN/synth of the run that holds the generator's checkpoint."""
+    where = generator.checkpoint_path if isinstance(generator, LoadedGenerator) else Path(generator)
+    run = RunDir.find(where)
+    if run is None:
+        raise LtaugError(f"{where} is not inside a run directory; give --out for the synthetic folder")
+    return run.synth
 
 
-def settings_of(gen, *, sampler: str, steps: int, eta: float, variance: str, w: float, seed: int, clip_x0: bool,
-                filter_identity: Optional[dict], amp: str = "none") -> dict:
-    """The identity of every image in the folder (what settings.json stores); irrelevant knobs are normalized
-    (DDPM has T steps and no eta; DDIM has no step variance) so they never cause a false conflict."""
-    T = len(gen.schedule.betas)
-    ddpm = sampler == "ddpm"
-    # amp is named only when on: folders sampled in fp32 keep the identity they had before the option existed
-    return ({"amp": amp} if amp != "none" else {}) | {
-        "checkpoint": str(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256, "step": gen.step,
-        "sampler": sampler, "steps": T if ddpm else int(steps), "eta": None if ddpm else float(eta),
-        "variance": variance if ddpm else None, "w": float(w), "s": 1.0 + float(w),
-        "guidance": "eps = (1 + w) eps(x, c) - w eps(x, null); s = 1 + w",
-        "seed": int(seed), "clip_x0": bool(clip_x0), "filter": filter_identity,
-        "classes": list(gen.classes), "resolution": gen.resolution, "channels": gen.channels,
-    }
+def checkpoint_record(gen: LoadedGenerator) -> str:
+    """The checkpoint's path as records store it: relative to its run directory (absolute outside a run)."""
+    run = RunDir.find(gen.checkpoint_path)
+    return run.relative(gen.checkpoint_path) if run else str(Path(gen.checkpoint_path).absolute())
 
 
-def _check_args(sampler: str, steps: int, w: float, eta: float, variance: str, batch_size: int, workers: int,
-                amp: str = "none") -> None:
-    if amp not in ("none", "bf16", "fp16"):
-        raise LtaugError(f"--amp '{amp}': expected none, bf16 or fp16")
-    if sampler not in ("ddpm", "ddim"):
-        raise LtaugError(f"--sampler '{sampler}': expected ddpm or ddim")
-    if variance not in ("large", "small"):
-        raise LtaugError(f"--variance '{variance}': expected large or small")
-    if w < 0:
-        raise LtaugError(f"--w {w}: the guidance weight must be >= 0 (w = 0 is plain conditional sampling; "
-                         f"the scale of other libraries is s = 1 + w)")
-    if steps < 1:
-        raise LtaugError(f"--steps {steps}: must be >= 1")
-    if eta < 0:
-        raise LtaugError(f"--eta {eta}: must be >= 0")
-    if batch_size < 1:
-        raise LtaugError(f"--batch-size {batch_size}: must be >= 1")
-    if workers < 1:
-        raise LtaugError(f"--workers {workers}: must be >= 1")
+def settings_of(gen: LoadedGenerator, cfg: SynthConfig, seed: int, filter_identity: Optional[dict]) -> dict:
+    """What settings.json stores: the identity of every image in the folder (SynthConfig.identity) and where the
+    images come from. amp is named only when on: fp32 folders keep the identity they had before the option."""
+    sampling = {k: v for k, v in cfg.identity(gen.schedule.T).items() if not (k == "amp" and v == "none")}
+    return {"checkpoint": checkpoint_record(gen), "checkpoint_sha256": gen.checkpoint_sha256, "step": gen.step,
+            **sampling, "s": 1.0 + float(cfg.w),
+            "guidance": "eps = (1 + w) eps(x, c) - w eps(x, null); s = 1 + w",
+            "seed": int(seed), "filter": filter_identity,
+            "classes": list(gen.classes), "resolution": gen.resolution, "channels": gen.channels}
 
 
-def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Optional[Plan] = None, *,
-               per_class: int = 0, fill_to: int = 0, classes: Sequence[str] = (), seed: int = 0,
-               sampler: str = "ddim", steps: int = 50, w: float = 0.0, eta: float = 0.0, variance: str = "large",
-               clip_x0: bool = False, batch_size: int = 64, workers: int = 1, address: str = "",
-               device: str = "auto", progress: bool = True, overwrite: bool = False, npz: bool = False,
-               filter_classifier: str | Path | None = None, min_confidence: float = 0.5,
-               filter_max_tries: float = 20.0, amp: str = "none") -> SynthResult:
+def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path | None = None, *, seed: int = 0,
+               device: str | torch.device = "auto", progress: bool = True, overwrite: bool = False,
+               plan: Optional[Plan] = None) -> SynthResult:
     """Draw the plan's images into `out_dir` (default RUN/synth), resuming whatever is already there.
 
-    run_or_ckpt: run dir, generator dir, checkpoint file, or a LoadedGenerator. plan: a Plan (see `make_plan`), or
-    None to make one from per_class / fill_to / classes / seed. Raises LtaugError on bad input or when the folder
-    holds images of another checkpoint or other settings (overwrite=True starts the folder over).
+    generator: run dir, generator dir, checkpoint file, or a LoadedGenerator. cfg: the recipe's `synth` section
+    (plan, sampling, batch size, workers, filter). seed: the recipe seed (image seeds, ltaug.synth.plan). plan: a
+    Plan made beforehand (e.g. to print it), else `plan_for(gen, cfg, seed)`. Raises LtaugError on bad input or
+    when the folder holds images of another checkpoint or other settings (overwrite=True starts the folder over).
     """
-    _check_args(sampler, steps, w, eta, variance, batch_size, workers, amp)
-    from ltaug.synth.engine import LocalEngine, RayEngine, resolve_device
-
-    device = resolve_device(device)
-    if amp == "fp16" and device == "cpu" and workers == 1 and not address:
+    device = resolve_device(str(device))
+    if cfg.amp == "fp16" and device.type == "cpu" and cfg.workers == 1 and not cfg.address:
         raise LtaugError("--amp fp16 needs a GPU and this run samples on the CPU; use --amp bf16 or none")
-    gen = _load(run_or_ckpt, device)
-    if sampler == "ddim" and steps > len(gen.schedule.betas):
-        raise LtaugError(f"--steps {steps}: DDIM cannot take more steps than the schedule's T = "
-                         f"{len(gen.schedule.betas)}")
-    if plan is None:
-        plan = make_plan(gen.classes, gen.counts, per_class=per_class, fill_to=fill_to, only=list(classes) or None,
-                         seed=seed)
+    gen = as_generator(generator, device)
+    if cfg.sampler == "ddim" and cfg.steps > gen.schedule.T:
+        raise LtaugError(f"--steps {cfg.steps}: DDIM cannot take more steps than the schedule's T = {gen.schedule.T}")
+    plan = plan or plan_for(gen, cfg, seed)
     if plan.classes != list(gen.classes):
         raise LtaugError("the plan was made for another generator's classes")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(run_or_ckpt)
-    filt = None
-    if filter_classifier:
-        from ltaug.synth.filter import ConfidenceFilter
-
-        filt = ConfidenceFilter(filter_classifier, min_confidence, list(gen.classes), device)
-    settings = settings_of(gen, sampler=sampler, steps=steps, eta=eta, variance=variance, w=w, seed=plan.seed,
-                           clip_x0=clip_x0, filter_identity=filt.identity() if filt else None, amp=amp)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(generator)
+    filt = (ConfidenceFilter(cfg.filter_classifier, cfg.min_confidence, list(gen.classes), str(device))
+            if cfg.filter_classifier else None)
+    settings = settings_of(gen, cfg, plan.seed, filt.identity() if filt else None)
     F.prepare(out, settings, list(gen.classes), overwrite)
-    from ltaug.rundir import atomic_write_json
-
     atomic_write_json(out / F.PLAN, plan.to_json())
     state = F.scan(out, list(gen.classes))
     dirs = F.class_dirs(list(gen.classes))
@@ -156,11 +130,8 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
             raise LtaugError(f"{out} already holds {len(done_k[y])} images of class '{gen.classes[y]}' but the plan "
                              f"asks {n}; use a plan at least as large, --overwrite, or --out")
     already = sum(len(v) for v in done_k.values())
-    sample_kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance, clip_x0=clip_x0, amp=amp)
-    record_base = {"checkpoint": str(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256,
-                   "sampler": sampler, "steps": settings["steps"], "eta": settings["eta"],
-                   "variance": settings["variance"], "w": float(w), "s": 1.0 + float(w)} | (
-                      {"amp": amp} if amp != "none" else {})
+    record_base = {k: settings[k] for k in ("checkpoint", "checkpoint_sha256", "sampler", "steps", "eta", "variance",
+                                            "w", "s", "amp") if k in settings}
     rejected_n = {y: len(state.rejected_k(y)) for y in want}
     shortfall: dict[int, int] = {}
     generated = 0
@@ -173,7 +144,7 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
             need = n - len(done_k[y])
             if need <= 0 or y in shortfall:
                 continue
-            if filt is not None and len(tried_k[y]) >= filter_max_tries * n:
+            if filt is not None and len(tried_k[y]) >= cfg.filter_max_tries * n:
                 shortfall[y] = need
                 continue
             k = 0
@@ -184,8 +155,6 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
                 k += 1
         return work
 
-    from ltaug.progress import progress_bar
-
     engine = None
     try:
         with progress_bar(total=plan.total, desc="synthesize", unit="img", enabled=progress,
@@ -195,17 +164,18 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
                 if not work:
                     break
                 if engine is None:
-                    engine = (LocalEngine(gen, sample_kw, device) if workers == 1 and not address
-                              else RayEngine(gen.checkpoint_path, sample_kw, device, workers, address))
+                    engine = (LocalEngine(gen, cfg, device) if cfg.workers == 1 and not cfg.address
+                              else RayEngine(gen.checkpoint_path, cfg, device))
                 # seed order interleaves the classes, so a partial run is balanced
                 items = sorted(((y, plan.seed_of(y, k)) for y, k in work), key=lambda p: p[1])
-                batches = [([y for y, _ in items[i:i + batch_size]], [s for _, s in items[i:i + batch_size]])
-                           for i in range(0, len(items), batch_size)]
+                b = cfg.batch_size
+                batches = [([y for y, _ in items[i:i + b]], [s for _, s in items[i:i + b]])
+                           for i in range(0, len(items), b)]
                 for labels, seeds, images in engine.run(batches):
                     conf = filt.confidence(images, labels) if filt is not None else None
                     records, rejects = [], []
                     for i, (y, s) in enumerate(zip(labels, seeds)):
-                        _, k = _index(s, len(gen.classes), plan.seed)
+                        _, k = seed_index(s, len(gen.classes), plan.seed)
                         tried_k[y].add(k)
                         if conf is not None and conf[i] < filt.min_confidence:
                             rejects.append({"label": y, "class": gen.classes[y], "seed": s, "k": k,
@@ -233,7 +203,8 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
         if engine is not None:
             engine.close()
     seconds = time.perf_counter() - t0
-    npz_path = F.write_npz(out, list(gen.classes)) if npz else None
+    npz_path = F.write_npz(out, list(gen.classes)) if cfg.npz else None
+    grid = F.write_grid(out, list(gen.classes), list(gen.counts) or [0] * gen.num_classes)
     rejection = {}
     if filt is not None:
         for y in want:
@@ -242,42 +213,22 @@ def synthesize(run_or_ckpt: Any, out_dir: str | Path | None = None, plan: Option
                             "rate": rejected_n[y] / tried if tried else 0.0}
     return SynthResult(out_dir=out, plan=plan, counts={y: len(done_k[y]) for y in want}, generated=generated,
                        already_done=already, seconds=seconds, images_per_s=generated / seconds if seconds > 0 else 0.0,
-                       settings=settings, npz=npz_path, rejection=rejection, shortfall=shortfall,
+                       settings=settings, npz=npz_path, grid=grid, rejection=rejection, shortfall=shortfall,
                        repaired={k: v for k, v in state.repaired.items() if v},
                        engine=engine.description if engine is not None else "nothing to draw")
 
 
-def _index(seed: int, num_classes: int, base_seed: int) -> tuple[int, int]:
-    from ltaug.synth.plan import seed_index
+def generate_images(generator: GeneratorLike, labels: Sequence[int], cfg: SynthConfig,
+                    seeds: Optional[Sequence[int]] = None, *, seed: int = 0,
+                    device: str | torch.device = "auto") -> np.ndarray:
+    """Images of a generator in memory: uint8 [N, H, W, C], image i of label labels[i] drawn from seeds[i], with the
+    sampling settings of `cfg` (the recipe's `synth` section; its batch_size sets the forward size).
 
-    return seed_index(seed, num_classes, base_seed)
-
-
-def synthesize_from_config(run_or_ckpt: Any, cfg, *, seed: int = 0, out_dir: str | Path | None = None,
-                           device: str = "auto", overwrite: bool = False, progress: bool = True) -> SynthResult:
-    """`synthesize` with the knobs of a recipe's `synth` section (ltaug.synth.config.SynthConfig)."""
-    return synthesize(run_or_ckpt, out_dir, per_class=cfg.per_class, fill_to=cfg.fill_to, classes=cfg.classes,
-                      seed=seed, sampler=cfg.sampler, steps=cfg.steps, w=cfg.w, eta=cfg.eta, variance=cfg.variance,
-                      batch_size=cfg.batch_size, workers=cfg.workers, address=cfg.address, device=device,
-                      progress=progress, overwrite=overwrite, npz=cfg.npz,
-                      filter_classifier=cfg.filter_classifier or None, min_confidence=cfg.min_confidence,
-                      filter_max_tries=cfg.filter_max_tries, amp=cfg.amp)
-
-
-def generate_images(path: Any, labels: Sequence[int], seeds: Optional[Sequence[int]] = None, *,
-                    sampler: str = "ddim", steps: int = 50, w: float = 0.0, eta: float = 0.0,
-                    variance: str = "large", device: str = "auto", batch_size: int = 64,
-                    seed: int = 0, amp: str = "none") -> np.ndarray:
-    """Images of a generator in memory: uint8 [N, H, W, C], image i of label labels[i] drawn from seeds[i].
-
-    path: run dir, generator dir, checkpoint file or LoadedGenerator. seeds default to the synthesis plan's rule
-    (the k-th image of each label gets `image_seed(label, k, C, seed)`), so they match `ltaug synthesize`'s PNGs.
+    seeds default to the synthesis plan's rule (the k-th image of each label gets `image_seed(label, k, C, seed)`),
+    so they match `ltaug synthesize`'s PNGs.
     """
-    _check_args(sampler, steps, w, eta, variance, batch_size, 1, amp)
-    from ltaug.synth.engine import draw, resolve_device
-
-    device = resolve_device(device)
-    gen = _load(path, device)
+    device = resolve_device(str(device))
+    gen = as_generator(generator, device)
     labels = [int(y) for y in labels]
     if any(not 0 <= y < gen.num_classes for y in labels):
         raise LtaugError(f"labels must be in [0, {gen.num_classes})")
@@ -289,5 +240,4 @@ def generate_images(path: Any, labels: Sequence[int], seeds: Optional[Sequence[i
             seen[y] = seen.get(y, 0) + 1
     if len(seeds) != len(labels):
         raise LtaugError(f"{len(labels)} labels but {len(seeds)} seeds")
-    kw = dict(sampler=sampler, steps=steps, eta=eta, w=w, variance=variance, amp=amp)
-    return draw(gen, labels, list(seeds), kw, device, batch_size)
+    return draw(gen, labels, list(seeds), cfg, device, cfg.batch_size)
