@@ -80,3 +80,4 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert state["step"] == 2
     assert [x["step"] for x in read_jsonl(out / "generator" / "metrics.jsonl")] == [1, 2]  # one writer
     assert "2 rank(s)" in (out / "log.txt").read_text()
+    assert p.stdout.count("generator trained") == 1, p.stdout  # rank 0 speaks for all (rank 1 used to print too)

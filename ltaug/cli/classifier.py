@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SetOpt, console, handle_errors, resolve_recipe
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUPS

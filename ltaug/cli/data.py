@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import console, handle_errors
 from ltaug.config.data import BUILTIN_DATASETS, GROUP_NAMES, PROFILES
 from ltaug.errors import LtaugError

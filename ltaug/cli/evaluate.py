@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors, recipe_of, resolve_recipe
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUP_NAMES, GROUPS

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import (
     DatasetOpt,
     DeviceOpt,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import DeviceOpt, OutOpt, RecipeOpt, SetOpt, console, handle_errors, resolve_recipe
 from ltaug.errors import LtaugError
 from ltaug.rundir import RunDir

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ltaug.cli import app
+from ltaug.cli.app import app
 from ltaug.cli.common import OutOpt, console, handle_errors
 from ltaug.errors import LtaugError
 from ltaug.rundir import RunDir
