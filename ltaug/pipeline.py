@@ -18,13 +18,16 @@ from typing import Any, Callable, Optional
 from rich.table import Table
 
 from ltaug.callbacks import ReportFn
+from ltaug.classify.checkpoint import load_classifier
 from ltaug.classify.train import train_classifier
-from ltaug.config import EvaluateConfig, Recipe
+from ltaug.config import EvaluateConfig, Recipe, load_recipe, to_dict
 from ltaug.data.longtail import GROUPS
-from ltaug.diffusion.checkpoint import list_checkpoints
+from ltaug.device import resolve_device
+from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
 from ltaug.diffusion.train import train_generator
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json, read_json
+from ltaug.metrics.agreement import judge_agreement
 from ltaug.metrics.evaluate import evaluate
 from ltaug.report import accuracy_of, build_report
 from ltaug.rundir import RunDir
@@ -67,6 +70,53 @@ def run_evaluate_stage(recipe: Recipe, generator_from: RunDir, run: RunDir, clas
                     seed=recipe.seed, device=recipe.device, out_dir=run.evaluate, progress=progress)
 
 
+def judge_recipe(recipe: Recipe) -> Recipe:
+    """The recipe of the judge: the same classifier on balanced data that is not the test set (the long-tailed
+    source's own balanced pool: mnist-lt at imbalance ratio 1 (400 digits per class), cifar*-lt's full training
+    set; or data.val_dataset for npz:/folder: datasets)."""
+    d = recipe.data
+    balanced = {"mnist-lt": {"data.imbalance_ratio": 1.0}, "cifar10-lt": {"data.dataset": "cifar10-train"},
+                "cifar100-lt": {"data.dataset": "cifar100-train"}}.get(d.dataset)
+    if balanced is None:
+        if not d.val_dataset:
+            raise LtaugError(f"a judge needs balanced data that is not the test set; data.dataset '{d.dataset}' has no "
+                             "balanced pool: set data.val_dataset")
+        balanced = {"data.dataset": d.val_dataset}
+    return load_recipe(to_dict(recipe), values=balanced)
+
+
+def train_judge(recipe: Recipe, run: RunDir, *, progress: bool = False) -> Path:
+    """Train (once; finished runs are reused) the judge classifier in run/classifier-judge."""
+    if not run.exists():
+        run.init(recipe)
+    if not run.stage_done("classifier-judge"):
+        t0 = time.perf_counter()
+        run_classifier_stage(judge_recipe(recipe), run, "judge", [], progress=progress)
+        run.finish_stage("classifier-judge", time.perf_counter() - t0)
+    return run.classifier("judge")
+
+
+def _generator_tune_report(report: Optional[ReportFn], judge: Optional[Path], recipe: Recipe,
+                           metric: Optional[str]) -> Optional[ReportFn]:
+    """Forward the generator's records to Ray Tune, with the judge's agreement on fresh samples of every class at
+    each checkpoint (val_agreement.<group>, val_leakage_into_head.<group>): the cheap signal ASHA can stop bad
+    generators on. Records without the sweep's metric are not forwarded (Tune requires it in every report)."""
+    if report is None:
+        return None
+    clf = load_classifier(judge, device=resolve_device(recipe.device)) if judge else None
+
+    def forward(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if clf is not None and checkpoint_dir is not None:
+            gen = load_generator(checkpoint_dir, device=resolve_device(recipe.device))
+            for g, v in judge_agreement(gen, clf, recipe.synth, device=resolve_device(recipe.device)).items():
+                out.update({f"val_agreement.{g}": v["agreement"], f"val_leakage_into_head.{g}": v["leakage_into_head"]})
+        if metric is None or metric in out:
+            report(out, checkpoint_dir)
+
+    return forward
+
+
 def prepare_shared(recipe: Recipe, shared_dir: Path, *, upto: str, progress: bool = True) -> dict:
     """For sweeps that do not change the generator: train it once (and, for classifier-only sweeps, sample once)."""
     shared = RunDir(shared_dir)
@@ -87,7 +137,7 @@ def prepare_shared(recipe: Recipe, shared_dir: Path, *, upto: str, progress: boo
 
 
 def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[ReportFn]:
-    """Forward a classifier's per-epoch test accuracy to Ray Tune as accuracy.overall / .many / .medium / .few.
+    """Forward a classifier's per-epoch validation accuracy to Ray Tune as val_accuracy.overall / .many / ...
 
     Only epochs that carry the sweep's metric are forwarded (the classifier evaluates every `eval_every` epochs):
     Tune requires the metric in every report, and ASHA compares trials on it."""
@@ -97,9 +147,9 @@ def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[
     def forward(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
         out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         for g in GROUPS:
-            v = metrics.get(f"test_{g}")
+            v = metrics.get(f"val_{g}")
             if isinstance(v, (int, float)):
-                out[f"accuracy.{g}"] = float(v)
+                out[f"val_accuracy.{g}"] = float(v)
         if metric is None or metric in out:
             report(out, str(checkpoint_dir) if checkpoint_dir else None)
 
@@ -109,14 +159,15 @@ def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[
 def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, report: Optional[ReportFn] = None,
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,
-                 real_classifier: Optional[str | Path] = None) -> dict:
+                 real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
     reuse_generator / reuse_synth: a run directory whose generator (and synthetic folder) to use instead of
     training and sampling anew (sweeps over later stages). real_classifier: an existing real-only classifier folder
     (same data and classifier settings) used instead of training one: it gives the baseline accuracy and labels the
-    overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the synthetic-data
-    classifier's per-epoch metrics, named accuracy.overall / .many / .medium / .few.
+    overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the generator's
+    records with the `judge`'s agreement at each checkpoint (val_agreement.<group>) and the synthetic-data
+    classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number.
     """
     run = RunDir(run_dir)
     if run.exists() and resume:
@@ -141,7 +192,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
 
     generator_from = RunDir(reuse_generator) if reuse_generator else run
     if not reuse_generator:
-        stage("generator", lambda: run_generator_stage(recipe, run, progress=progress))
+        gen_report = _generator_tune_report(report, Path(judge) if judge else None, recipe, tune_metric)
+        stage("generator", lambda: run_generator_stage(recipe, run, progress=progress, report=gen_report))
     synth_dir = Path(reuse_synth) if reuse_synth else run.synth
     if not reuse_synth:
         stage("synth", lambda: run_synth_stage(recipe, generator_from, synth_dir, progress=progress))
@@ -154,10 +206,10 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
         stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run, real_dir, progress=progress))
     summary = summarize(run, timings, real_dir)
     build_report(run.path)
-    if report is not None:
-        final = {f"accuracy.{g}": v for g, v in summary["accuracy_synth"].items() if v is not None}
-        final.update({k: v for k, v in summary.get("generator_metrics", {}).items() if v is not None})
-        report(final, None)
+    if report is not None:  # the trial's final report: validation numbers only (sweeps never choose on test)
+        final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
+        if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric
+            report(final, None)
     return summary
 
 
@@ -176,6 +228,7 @@ def summarize(run: RunDir, timings: dict[str, float], real_dir: Optional[Path] =
     ev = read_json(run.evaluate / "results.json") or {}
     acc_real = {g: accuracy_of(real, g) for g in GROUPS}
     acc_synth = {g: accuracy_of(synth, g) for g in GROUPS}
+    val_real, val_synth = ((r or {}).get("val_accuracy") for r in (real, synth))
     gain = {g: (acc_synth[g] - acc_real[g]) if acc_real[g] is not None and acc_synth[g] is not None else None
             for g in GROUPS}
     gen_metrics = {}
@@ -191,6 +244,7 @@ def summarize(run: RunDir, timings: dict[str, float], real_dir: Optional[Path] =
             if isinstance(v, (int, float)):
                 gen_metrics[f"{k}.{g}"] = v
     summary = {"run_dir": str(run.path), "accuracy_real": acc_real, "accuracy_synth": acc_synth, "gain": gain,
+               "val_accuracy_real": val_real, "val_accuracy_synth": val_synth,
                "generator_metrics": gen_metrics, "stages": timings,
                "train_counts": (real or {}).get("train_counts_real"), "classes": (real or {}).get("classes")}
     atomic_write_json(run.summary, summary)

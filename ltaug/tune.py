@@ -4,7 +4,10 @@ A sweep file (recipes/sweeps/*.yaml):
 
     recipe: mnist_lt                # the base recipe (name or path)
     set: [generator.steps=600]      # fixed overrides for every trial
-    metric: accuracy.few            # accuracy.{overall,many,medium,few} (max) or fid / kid (min)
+    metric: val_accuracy.few        # validation numbers only (never the test set): val_accuracy.<group> (max) of the
+                                    #   real + synthetic classifier, or, for generator sweeps, val_agreement.<group>
+                                    #   (max) / val_leakage_into_head.<group> (min): the judge on fresh samples at each
+                                    #   checkpoint, which lets ASHA stop bad generators early
     mode: max
     scheduler: asha                 # asha (early stopping on the metric) or fifo
     num_samples: 1                  # repeats of the grid (random spaces: number of draws)
@@ -16,6 +19,8 @@ A sweep file (recipes/sweeps/*.yaml):
 
 Which stages a trial runs follows from the swept keys: generator (or data) keys train one generator per trial;
 synth keys share one generator trained once before the trials; classifier keys share the generator and its samples.
+Trials choose on the validation split (data.val_dataset, or the images the long-tailed subset leaves out); their test
+numbers are in their run folders for the final table of the chosen recipe only.
 """
 
 from __future__ import annotations
@@ -38,18 +43,20 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ltaug.config import RECIPE_DIR, as_sets, load_recipe
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_savefig, atomic_write_json
-from ltaug.pipeline import prepare_shared, run_pipeline
-from ltaug.rundir import save_recipe
+from ltaug.pipeline import prepare_shared, run_pipeline, train_judge
+from ltaug.rundir import RunDir, save_recipe
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-MIN_METRICS = ("fid", "kid")
+GROUP_KEYS = ("overall", "many", "medium", "few")
+METRICS = {f"val_accuracy.{g}": "max" for g in GROUP_KEYS} | {f"val_agreement.{g}": "max" for g in GROUP_KEYS} | \
+    {f"val_leakage_into_head.{g}": "min" for g in GROUP_KEYS}
 
 
 @dataclass
 class SweepSpec:
     recipe: str = "mnist_lt"
     set: list = field(default_factory=list)
-    metric: str = "accuracy.few"
+    metric: str = "val_accuracy.few"
     mode: str = "max"
     scheduler: str = "asha"
     num_samples: int = 1
@@ -82,6 +89,14 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         raise LtaugError(f"sweep file {p}: 'space' is empty; give at least one recipe key to sweep")
     if spec.mode not in ("max", "min"):
         raise LtaugError(f"sweep file {p}: mode '{spec.mode}' must be max or min")
+    if spec.metric not in METRICS:
+        hint = (f"; {spec.metric} is a test-set number and sweeps choose on validation data: use val_{spec.metric}"
+                if spec.metric.startswith("accuracy.") else "")
+        raise LtaugError(f"sweep file {p}: metric '{spec.metric}' is not one of {', '.join(METRICS)}{hint}")
+    if spec.metric.startswith("val_agreement.") or spec.metric.startswith("val_leakage"):
+        if stages_for(list(spec.space)) != "generator":
+            raise LtaugError(f"sweep file {p}: metric '{spec.metric}' is measured while a generator trains; sweep "
+                             "generator keys with it, or use val_accuracy.<group>")
     if spec.scheduler not in ("asha", "fifo"):
         raise LtaugError(f"sweep file {p}: scheduler '{spec.scheduler}' must be asha or fifo")
     for key, dist in spec.space.items():
@@ -133,21 +148,26 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 
         run_pipeline(recipe, trial_dir, progress=False, report=report,
                      reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
-                     tune_metric=spec.metric)
+                     tune_metric=spec.metric, judge=shared.get("judge"))
 
     return trainable
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | None = None, resume: bool = False,
-              num_cpus: int | None = None, progress: bool = True) -> dict:
-    """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}."""
+              num_cpus: int | None = None, progress: bool = True, storage: str | None = None) -> dict:
+    """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}.
+
+    storage: where Ray Tune keeps the trials' results and checkpoints (default OUT/ray); on a multi-node cluster a
+    path every node can reach (a shared filesystem) or a cloud URI such as s3://bucket/sweeps."""
     out = Path(os.path.abspath(out_dir))  # Ray changes a trial's working directory: absolute paths only
     out.mkdir(parents=True, exist_ok=True)
     stage = stages_for(list(spec.space))
     shared: dict = {}
+    base = load_recipe(spec.recipe, list(spec.set))
     if stage in ("synth", "classifier"):
-        base = load_recipe(spec.recipe, list(spec.set))
         shared = prepare_shared(base, out / "shared", upto=stage, progress=progress)
+    if spec.metric.startswith(("val_agreement.", "val_leakage")):  # the judge, trained once for every trial
+        shared["judge"] = str(train_judge(base, RunDir(out / "shared"), progress=progress))
 
     if not ray.is_initialized():
         if address:
@@ -157,7 +177,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
 
     trainable = tune.with_resources(make_trainable(spec, out, shared),
                                     {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
-    storage = str(out / "ray")
+    storage = storage or str(out / "ray")
     if resume and tune.Tuner.can_restore(os.path.join(storage, spec.name)):
         tuner = tune.Tuner.restore(os.path.join(storage, spec.name), trainable, resume_errored=False,
                                    restart_errored=False, resume_unfinished=True)

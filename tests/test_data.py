@@ -204,3 +204,16 @@ def test_folder_bad_file_and_empty_class(tmp_path):
 def test_unknown_dataset_lists_the_valid_ones():
     with pytest.raises(LtaugError, match="valid: mnist-lt, cifar10-lt"):
         load_dataset("imagenet-lt")
+
+
+def test_validation_split_is_what_the_long_tailed_subset_leaves_out():
+    """A held-out split that is neither training nor test data: per class up to 100 of the pool's unused digits
+    (the head class, whose 400 digits the profile keeps, has none)."""
+    train, val, test = (load_dataset("mnist-lt", s) for s in ("train", "val", "test"))
+    assert val.counts == [0] + [100] * 9 and val.name == "mnist-val"
+    keys = [{img.tobytes() for img in ds.images} for ds in (train, val, test)]
+    assert not keys[0] & keys[1] and not keys[1] & keys[2] and not keys[0] & keys[2]
+    assert load_dataset("mnist-lt", "val", val_per_class=30).counts == [0] + [30] * 9
+    assert np.array_equal(load_dataset("mnist-lt", "val").images, val.images)  # seeded: the same split every time
+    with pytest.raises(LtaugError, match="no built-in validation split.*data.val_dataset"):
+        load_dataset("npz:/nonexistent.npz", "val")

@@ -71,3 +71,19 @@ def test_inception_score_of_known_distributions():
     assert inception_score(collapsed)[0] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(LtaugError, match="10 splits"):
         inception_score(confident_uniform[:5])
+
+
+def test_paired_difference_interval_and_wins_golden():
+    """The paired 95% t-interval equals scipy's one-sample t interval of the differences; wins count per seed."""
+    from scipy import stats as st
+
+    from ltaug.stats import paired
+
+    a, b = [0.5, 0.4, 0.7, 0.6, 0.9], [0.4, 0.4, 0.5, 0.4, 0.6]
+    p = paired(a, b)
+    ref = st.ttest_1samp([x - y for x, y in zip(a, b)], 0).confidence_interval(0.95)
+    assert p.n == 5 and p.wins == 4 and abs(p.mean - 0.16) < 1e-12
+    assert abs(p.lo - ref.low) < 1e-12 and abs(p.hi - ref.high) < 1e-12
+    assert paired(b, a, lower_is_better=True).wins == 4  # lower b is better: the same 4 seeds
+    assert paired([1.0, None, 2.0], [0.0, 5.0, 1.0]).n == 2  # seeds where either is missing are left out
+    assert p.text(scale=100) == "+16.0 [+1.8, +30.2], 4/5"

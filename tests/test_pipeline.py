@@ -58,6 +58,9 @@ def test_every_stage_runs_and_leaves_its_outputs(tiny_run):
         cm = np.array(res["confusion"])
         assert res["accuracy"]["overall"] == pytest.approx(np.trace(cm) / cm.sum())  # what the numbers mean
         assert res["per_class"] == pytest.approx((np.diag(cm) / cm.sum(1)).tolist())
+        # and on the validation split (what sweeps choose on): the digits neither training nor test uses
+        assert res["val_set"] == "mnist-val" and res["val_counts"] == [0] + [100] * 9
+        assert summary[f"val_accuracy_{name}"] == res["val_accuracy"]
     ev = _json(run / "evaluate" / "results.json")
     assert "overlap" in ev
     # the summary has both accuracies and their difference

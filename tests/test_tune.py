@@ -26,7 +26,7 @@ BASE_SET = [
 
 
 def _write_sweep(path: Path, models: list[str], **extra) -> Path:
-    spec = {"recipe": "mnist_lt", "set": BASE_SET, "metric": "accuracy.overall", "mode": "max",
+    spec = {"recipe": "mnist_lt", "set": BASE_SET, "metric": "val_accuracy.overall", "mode": "max",
             "scheduler": "fifo", "max_concurrent": 1, "resources": {"cpu": 1, "gpu": 0},
             "space": {"classifier.model": {"grid": models}}, **extra}
     path.write_text(yaml.safe_dump(spec))
@@ -63,6 +63,16 @@ def test_bad_sweep_files(tmp_path):
         load_sweep(bad)
     with pytest.raises(LtaugError, match="built-in sweeps: .*margin"):
         load_sweep(tmp_path / "missing.yaml")
+    # sweeps choose on validation data: a test-set metric is refused, with the validation one named
+    spec = yaml.safe_load(_write_sweep(tmp_path / "b.yaml", ["test_cifar_resnet"]).read_text())
+    spec["metric"] = "accuracy.few"
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="test-set number.*val_accuracy.few"):
+        load_sweep(bad)
+    spec["metric"] = "val_agreement.few"  # measured while a generator trains: not for a classifier-only sweep
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="generator keys"):
+        load_sweep(bad)
 
 
 def _tune_cmd(sweep: Path, out: Path, *extra: str) -> list[str]:
@@ -113,3 +123,29 @@ def test_sweep_with_a_failing_trial_then_resume_after_kill(tmp_path):
     best = load_recipe(out / "best_recipe.yaml")
     assert best.classifier.model == "test_cifar_resnet" and best.generator.preset == "tiny"
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_generator_sweep_reports_the_judges_agreement_at_each_checkpoint(tmp_path):
+    """A generator sweep ranks trials by the judge's agreement on fresh samples, reported at every checkpoint (what
+    ASHA can stop bad generators on); no test-set number reaches Tune."""
+    sets = [s for s in BASE_SET if not s.startswith("classifier.")] + [
+        "generator.steps=4", "generator.ckpt_every=2", "generator.log_every=1", "classifier.epochs=1",
+        "classifier.model=test_cifar_resnet", "classifier.batch_size=64", "synth.steps=2"]
+    sweep = tmp_path / "g.yaml"
+    sweep.write_text(yaml.safe_dump({"recipe": "mnist_lt", "set": sets, "metric": "val_agreement.few",
+                                     "mode": "max", "scheduler": "asha", "max_concurrent": 1,
+                                     "resources": {"cpu": 1, "gpu": 0},
+                                     "space": {"generator.diffrop.margin": {"grid": [0.0, 0.5]}}}))
+    out = tmp_path / "out"
+    result = subprocess.run(_tune_cmd(sweep, out), env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (out / "shared" / "stages" / "classifier-judge.json").is_file()  # one judge for every trial
+    res = json.loads((out / "sweep_results.json").read_text())
+    assert [t["status"] for t in res["trials"]] == ["OK", "OK"]
+    assert all(0.0 <= t["metric"] <= 1.0 for t in res["trials"])
+    for t in res["trials"]:
+        rows = [json.loads(line) for line in (Path(t["path"]) / "result.json").read_text().splitlines()]
+        steps = [r["step"] for r in rows if "val_agreement.few" in r]
+        assert steps == [2, 4], rows  # a report at each checkpoint, with the judge's numbers
+        assert not any(k.startswith(("accuracy.", "test_")) for r in rows for k in r)

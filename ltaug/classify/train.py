@@ -1,10 +1,11 @@
-"""Train a timm classifier on real (+ synthetic) long-tailed data and measure it on the balanced test set.
+"""Train a timm classifier on real (+ synthetic) long-tailed data and measure it on the balanced test set (and on
+the validation split, which is what sweeps choose on: `eval_every` epochs and at the end).
 
 `train_classifier(recipe, out_dir, synthetic=[...])` is what `ltaug train-classifier`, `ltaug run` and Ray Tune
 trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RUN/classifier-real/):
   config.yaml          the resolved recipe this classifier was trained with
   checkpoint.pt        after every epoch (atomic), so `resume=True` continues the same run exactly
-  metrics.jsonl        one line per epoch: loss, train accuracy, lr (and test accuracy when evaluated)
+  metrics.jsonl        one line per epoch: loss, train accuracy, lr (and validation accuracy when evaluated)
   results.json         top-1, many / medium / few, per-class accuracy, confusion matrix, what was trained on
   per_class_accuracy.png
 Determinism: the initial weights come from `recipe.seed`; every draw of epoch e (order, crops, flips, mixup,
@@ -87,6 +88,18 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
                          f"pass the same --synthetic paths")
 
 
+def _validation_set(data, real):
+    """The recipe's validation split (data.val_dataset, else the images the long-tailed subset leaves out), or None
+    when the dataset has none (npz:/folder: sources without data.val_dataset)."""
+    if not (data.val_dataset or data.dataset in ("mnist-lt", "cifar10-lt", "cifar100-lt")):
+        return None
+    val = load_from_config(data, "val")
+    if list(val.classes) != list(real.classes):
+        raise LtaugError(f"validation set {val.name} has other classes than the training set {real.name}; check "
+                         "data.val_dataset")
+    return val
+
+
 def _evaluate(model, meta, test, device, batch_size: int, amp: bool) -> tuple[np.ndarray, dict]:
     logits = predict_logits(model, meta, test.images, device, batch_size, amp=amp)
     cm = confusion_matrix(test.labels, logits.argmax(axis=1), len(meta["classes"]))
@@ -117,6 +130,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
         raise LtaugError(f"test set {test.name} ({test.num_classes} classes, {test.images.shape[1:]}) does not match "
                          f"the training set {real.name} ({real.num_classes} classes, {real.images.shape[1:]}); "
                          f"check data.test_dataset")
+    val = _validation_set(recipe.data, real)
     ts = build_train_set(real, synthetic, cfg.synthetic_mode, cfg.synthetic_ratio, recipe.seed)
     num_classes, n = len(ts.classes), len(ts.labels)
     mean = (real.images.reshape(-1, real.channels).mean(axis=0) / 255.0).tolist()
@@ -214,10 +228,10 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             train_time += time.perf_counter() - t0
             record = {"epoch": epoch + 1, "loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
                       "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0, "images": seen}
-            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-                _, acc = _evaluate(model, meta, test, dev, 512, amp)
-                record.update({f"test_{k}": v for k, v in acc.items() if k != "per_class"})
-                bar.advance(0, test=acc["overall"])
+            if val is not None and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+                _, acc = _evaluate(model, meta, val, dev, 512, amp)  # validation only: sweeps choose on it
+                record.update({f"val_{k}": v for k, v in acc.items() if k != "per_class"})
+                bar.advance(0, val=acc["overall"])
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "meta": meta,
                      "recipe": recipe_dict, "synthetic": synthetic, "train_time_s": train_time, "ltaug": __version__}
             atomic_write(ckpt_file, lambda f: torch.save(state, f))
@@ -227,12 +241,16 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
 
     # ------------------------------------------------------------------ results
     cm, acc = _evaluate(model, meta, test, dev, 512, amp)
+    val_acc = _evaluate(model, meta, val, dev, 512, amp)[1] if val is not None else None
     groups = class_groups(ts.real_counts)
     results = {
         "name": out_dir.name,
         "top1": acc["overall"],
         "accuracy": {k: acc[k] for k in GROUPS},
         "per_class": acc["per_class"],
+        "val_accuracy": {k: val_acc[k] for k in GROUPS} if val_acc else None,
+        "val_set": val.name if val is not None else None,
+        "val_counts": val.counts if val is not None else None,
         "classes": list(ts.classes),
         "groups": groups,
         "train_counts_real": list(ts.real_counts),

@@ -23,6 +23,9 @@ def tune_cmd(
     address: Annotated[Optional[str], typer.Option(help="join an existing Ray cluster (auto or HOST:PORT)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted sweep in --out")] = False,
     num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (default: all)")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        help="where Ray Tune keeps trial results and checkpoints (default OUT/ray); on a multi-node cluster a "
+             "shared path or a cloud URI (s3://..., gs://...)")] = None,
 ) -> None:
     from ltaug.tune import load_sweep, run_sweep
 
@@ -31,7 +34,7 @@ def tune_cmd(
         raise LtaugError("--resume needs --out: the sweep directory to continue")
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path
     console.print(f"sweep directory: [bold]{out_dir}[/]")
-    result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus)
+    result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, storage=storage)
     table = Table(title=f"sweep {spec.name}: {spec.mode} {spec.metric}")
     keys = list(spec.space)
     for k in keys + [spec.metric, "status"]:

@@ -55,7 +55,8 @@ class ClassifierConfig(Section):
     randaugment: str = opt("", "timm RandAugment config, e.g. rand-m9-n2-mstd0.5 (empty = off)")
     mixup_alpha: float = opt(0.0, "mixup Beta(alpha, alpha) (0 = off)", min=0.0)
     amp: bool = opt(True, "bf16 autocast on GPU (ignored on CPU)")
-    eval_every: int = opt(0, "evaluate on the test set every N epochs, shown in progress (0 = at the end only)", min=0)
+    eval_every: int = opt(0, "evaluate on the validation split every N epochs (what sweeps and ASHA compare; 0 = "
+                          "at the end only); the test set is read once, at the end", min=0)
 
     def validate(self) -> None:
         if len(self.milestones) != len(self.decay):

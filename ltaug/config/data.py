@@ -33,6 +33,10 @@ class DataConfig(Section):
 
     dataset: str = opt("mnist-lt", "training set: mnist-lt, cifar10-lt, cifar100-lt, npz:PATH or folder:PATH")
     test_dataset: str = opt("", "balanced test set; empty = the dataset's own test split (required for npz:/folder:)")
+    val_dataset: str = opt("", "validation set for choosing hyper-parameters (ltaug tune, compare_methods); empty = "
+                           "the images the long-tailed subset leaves out (mnist-lt, cifar10-lt, cifar100-lt)")
+    val_per_class: int = opt(100, "images per class in the built-in validation split (fewer where the long-tailed "
+                             "subset leaves fewer: none for the head class)", min=1)
     data_root: str = opt("", "where CIFAR is read (and downloaded with download: true); empty = ~/.cache/ltaug/data")
     download: bool = opt(False, "download CIFAR through torchvision if it is missing from data_root")
     imbalance_ratio: float = opt(100.0, "n_max / n_min of the long-tailed profile (CIFAR-LT, MNIST-LT)", min=1.0)

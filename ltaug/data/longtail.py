@@ -45,6 +45,22 @@ def select_longtail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.
     return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
 
 
+def select_leftover(labels: np.ndarray, used: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """A held-out split from the images a long-tailed subset leaves out: per class, up to `per_class` of the indices
+    not in `used`, from a shuffle seeded by `seed` (the validation split). A class whose images the subset uses
+    whole (the head class of the exponential profile) gets none."""
+    labels = np.asarray(labels)
+    free = np.ones(len(labels), dtype=bool)
+    free[np.asarray(used, dtype=np.int64)] = False
+    rng = np.random.RandomState(seed)
+    picks = []
+    for c in range(int(labels.max()) + 1 if len(labels) else 0):
+        idx = np.flatnonzero(free & (labels == c))
+        rng.shuffle(idx)
+        picks.append(idx[:per_class])
+    return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+
+
 def class_groups(counts: list[int] | np.ndarray) -> dict[str, list[int]]:
     """Class indices by group from training counts: many (> 100), medium (20..100), few (< 20)."""
     counts = [int(c) for c in counts]

