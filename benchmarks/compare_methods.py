@@ -1,32 +1,40 @@
-"""DDPM, CBDM and DiffROP side by side under one protocol, over several seeds (issue: evidence).
+"""DDPM, CBDM and DiffROP side by side under one protocol, over paired seeds (issue 16: the tail claim).
 
-Three scales:
+Scales:
   toy      the 2-D Gaussian toy of method.md §3 (seconds): energy distance of each method's tail samples to the true
-           tail, the share of tail samples in the head's region, and a figure of the densities and samples.
-  mnist    the embedded MNIST-LT on the CPU: per seed, one real-only classifier; per method, a generator at the same
-           budget, the same synthesis plan, a classifier on real + synthetic data, KID/FID per group (with
-           --set 'evaluate.metrics=[kid,fid,overlap]'), and a judge (the classifier recipe trained once on balanced
-           data) that reads every run's synthetic images: share judged their own class, share judged a head class.
-  cifar10  the same on CIFAR-10-LT (../shared/data npz) with the ddpm-cifar preset: a GPU job.
+           tail, the share of tail samples in the head's region (the multi-class instrument is benchmarks/instrument.py)
+  mnist    the embedded MNIST-LT on the CPU
+  cifar10  the same on CIFAR-10-LT (a GPU job)
 
-Runs resume (re-run the same command after a stop); --report-only rebuilds the tables and figures from
-OUT/results(.partial).json. Prints one JSON line per (method, seed) and writes OUT/results.json, OUT/results.md
-(mean +- std per method and group), OUT/accuracy_by_group.png and OUT/tail_samples.png; for toy, OUT/toy2d.png.
+For an image scale, every method shares, per seed, the data, the synthesis plan and its image seeds, and the
+classifier recipe. Per seed: real-only classifiers with every --classifier-losses loss (cross-entropy and the
+long-tail losses); per method: a generator at the same budget, its synthetic tail, a classifier on real + synthetic
+data with cross-entropy and with the long-tail loss that is best on the validation split (chosen from the real-only
+runs, averaged over the seeds: never on the test set), KID per group of fresh samples against the test set, and a
+judge (the classifier recipe on the balanced pool, never the test set) reading each method's synthetic tail. Tables:
+accuracy per group (test set, read once per classifier), and paired differences to the reference method (mean,
+95% t-interval, wins) for few-shot accuracy, judge agreement and KID few.
+
+--curve trains each method once to the largest of --curve-steps, keeping a checkpoint at each, and measures judge
+agreement and KID per group against the validation split at every one: the budget curve a comparison budget is chosen
+from (where the curves flatten).
+
+Runs resume (re-run the same command after a stop); --report-only rebuilds the tables and figures from OUT/results.json.
 
   python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 --out runs/compare-toy
-  python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 3 4 --toy-margins 0.005 0.01 0.02 0.05 0.1 \
-      --toy-w 0 1 --out runs/toy-margins          # which margin and guidance work (table + toy_margins.png)
-  python benchmarks/compare_methods.py --scale mnist --seeds 0 1 2 --out runs/compare-mnist \
-      --set 'evaluate.metrics=[kid,fid,overlap]' --set evaluate.num_samples=300
+  python benchmarks/compare_methods.py --scale mnist --curve --curve-steps 300 600 1200 2400 --methods ddpm diffrop \
+      --seeds 0 --out runs/mnist-curve
+  python benchmarks/compare_methods.py --scale mnist --seeds 0 1 2 3 4 --out runs/compare-mnist5 \
+      --set generator.steps=1200 --set 'evaluate.metrics=[kid,overlap]' --set evaluate.num_samples=300
   python benchmarks/compare_methods.py --scale cifar10 --seeds 0 1 2 --out runs/compare-cifar10 \
       --set generator.steps=50000 --set data.dataset=npz:../shared/data/cifar10_lt_r100_train.npz \
-      --set data.test_dataset=npz:../shared/data/cifar10_test.npz
+      --set data.test_dataset=npz:../shared/data/cifar10_test.npz --set data.val_dataset=cifar10-train
 """
-
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +42,9 @@ from pathlib import Path
 from ltaug.config.data import GROUPS
 
 METHODS = ("ddpm", "cbdm", "diffrop")
+# What each method changes in the recipe (every other key is shared); --define NAME=key=value,key=value adds one.
+METHOD_SETS = {"ddpm": ["generator.loss=ddpm"], "cbdm": ["generator.loss=cbdm"], "diffrop": ["generator.loss=diffrop"]}
+LT_LOSSES = ("ce", "balanced_softmax", "logit_adjust", "ldam_drw")
 
 
 def _mean_std(values: list, scale: float = 1.0, digits: int = 3) -> str:
@@ -189,67 +200,83 @@ def toy_table(rows: list[dict], methods: list[str]) -> str:
 # ----------------------------------------------------------------------------------------------- images
 
 
-def run_images(scale: str, seeds: list[int], methods: list[str], out: Path, sets: list[str]) -> list[dict]:
+def _recipe(base: str, sets: list[str], seed: int, method: str | None = None, extra: tuple = ()):
     from ltaug.config import load_recipe
-    from ltaug.files import atomic_write_json
-    from ltaug.pipeline import run_classifier_stage, run_pipeline
+
+    return load_recipe(base, list(sets) + [f"seed={seed}"] + (METHOD_SETS[method] if method else []) + list(extra))
+
+
+def _classifier(recipe, run, name: str, synthetic: list[Path], loss: str) -> dict:
+    """One classifier of the study (resumes; a finished one is read back)."""
+    from ltaug.config import load_recipe, to_dict
+    from ltaug.files import read_json
+    from ltaug.pipeline import run_classifier_stage
+
+    folder = run.classifier(name)
+    done = read_json(folder / "results.json")
+    if done is not None:
+        return done
+    if not run.exists():
+        run.init(recipe)
+    r = load_recipe(to_dict(recipe), values={"classifier.loss": loss})
+    return run_classifier_stage(r, run, name, synthetic, progress=False)
+
+
+def _acc(res: dict, key: str = "accuracy") -> dict:
+    return {g: (res.get(key) or {}).get(g) for g in GROUPS}
+
+
+def run_baselines(base: str, seeds: list[int], out: Path, sets: list[str], losses: list[str]) -> dict:
+    """Real-only classifiers, every loss, every seed: {loss: [{"test": acc, "val": acc} per seed]}."""
     from ltaug.rundir import RunDir
 
-    base = "mnist_lt" if scale == "mnist" else "cifar10_lt"
+    table: dict[str, list] = {loss: [] for loss in losses}
+    for seed in seeds:
+        run = RunDir(out / f"seed{seed}" / "real")
+        for loss in losses:
+            res = _classifier(_recipe(base, sets, seed), run, f"real-{loss}", [], loss)
+            table[loss].append({"seed": seed, "test": _acc(res), "val": _acc(res, "val_accuracy")})
+            print(json.dumps({"baseline": loss, "seed": seed, **table[loss][-1]}), flush=True)
+    return table
+
+
+def best_loss(baselines: dict) -> str:
+    """The long-tail loss with the best mean balanced validation accuracy over the seeds (never the test set)."""
+    return max(baselines, key=lambda loss: statistics.fmean(r["val"]["overall"] for r in baselines[loss]))
+
+
+def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets: list[str], lt_loss: str,
+               judge: Path) -> list[dict]:
+    from ltaug.files import atomic_write_json, read_json
+    from ltaug.pipeline import run_pipeline
+    from ltaug.rundir import RunDir
+
     rows = []
     for seed in seeds:
-        # one real-only classifier per seed, shared by every method (the baseline and the overlap judge)
-        real_run = RunDir(out / f"seed{seed}" / "real")
-        recipe = load_recipe(base, sets + [f"seed={seed}"])
-        if not real_run.stage_done("classifier-real"):
-            real_run.init(recipe)
-            t0 = time.perf_counter()
-            run_classifier_stage(recipe, real_run, "real", [], progress=False)
-            real_run.finish_stage("classifier-real", time.perf_counter() - t0)
+        real = RunDir(out / f"seed{seed}" / "real").classifier("real-ce")
         for method in methods:
-            recipe = load_recipe(base, sets + [f"seed={seed}", f"generator.loss={method}"])
-            run = out / f"seed{seed}" / method
-            summary = run_pipeline(recipe, run, progress=False, real_classifier=real_run.classifier("real"))
-            ev = json.loads((run / "evaluate" / "results.json").read_text()) if (run / "evaluate").is_dir() else {}
-            leakage = (ev.get("overlap") or {}).get("leakage", {})
-            row = {"scale": scale, "method": method, "seed": seed,
-                   "acc_real": summary["accuracy_real"], "acc_synth": summary["accuracy_synth"],
-                   "gain": summary["gain"], "stages_s": summary["stages"],
-                   "leakage_into_head": {g: (leakage.get(g) or {}).get("leakage_into_head") for g in GROUPS[1:]},
-                   "agreement": {g: (leakage.get(g) or {}).get("agreement") for g in GROUPS[1:]},
+            recipe = _recipe(base, sets, seed, method)
+            run = RunDir(out / f"seed{seed}" / method)
+            # the pipeline: generator, synthesis, the cross-entropy classifier on real + synthetic, evaluation; the
+            # seed's real-only CE classifier is its baseline and overlap judge, shared by every method
+            summary = run_pipeline(recipe, run.path, progress=False, real_classifier=real)
+            lt = _classifier(recipe, run, f"synth-{lt_loss}", [run.synth], lt_loss)
+            ev = read_json(run.evaluate / "results.json") or {}
+            row = {"method": method, "seed": seed, "acc_synth_ce": summary["accuracy_synth"],
+                   "val_synth_ce": summary["val_accuracy_synth"], f"acc_synth_{lt_loss}": _acc(lt),
+                   "lt_loss": lt_loss, "stages_s": summary["stages"],
                    "kid": {g: (ev.get(g) or {}).get("kid") for g in GROUPS},
-                   "fid": {g: (ev.get(g) or {}).get("fid") for g in GROUPS}}
+                   "fid": {g: (ev.get(g) or {}).get("fid") for g in GROUPS},
+                   "judge": judge_synth(judge, run.synth)}
             print(json.dumps(row), flush=True)
             rows.append(row)
-            atomic_write_json(out / "results.partial.json", {"scale": scale, "seeds": seeds, "sets": sets,
-                                                             "rows": rows})  # survives a stop half-way
+            atomic_write_json(out / "results.partial.json", {"seeds": seeds, "sets": sets, "rows": rows})
     return rows
 
 
-def balanced_judge(out: Path, base: str, sets: list[str]) -> Path:
-    """A reference classifier for the synthetic images: the same classifier recipe trained on the balanced training
-    pool (imbalance ratio 1), so that it reads tail digits as well as head ones (the real-only classifier of the LT
-    set cannot: it is the thing being fixed). Trained once per comparison, in OUT/judge."""
-    from ltaug.config import load_recipe
-    from ltaug.pipeline import run_classifier_stage
-    from ltaug.rundir import RunDir
-
-    run = RunDir(out / "judge")
-    if not run.stage_done("classifier-judge"):
-        # MNIST: the LT source with ratio 1 is the balanced pool; CIFAR: torchvision's balanced training set (an npz
-        # LT file given with --set would otherwise be read as it is, long-tailed)
-        balanced = ["data.imbalance_ratio=1"] if base == "mnist_lt" else ["data.dataset=cifar10-train"]
-        recipe = load_recipe(base, sets + ["seed=0"] + balanced)
-        run.init(recipe)
-        t0 = time.perf_counter()
-        run_classifier_stage(recipe, run, "judge", [], progress=False)
-        run.finish_stage("classifier-judge", time.perf_counter() - t0)
-    return run.classifier("judge")
-
-
 def judge_synth(judge: Path, synth: Path) -> dict:
-    """Per group of the generated class: the share of a run's synthetic images the balanced judge assigns to their
-    own class (agreement) and to another, head class (leakage into head); ltaug.metrics.overlap's definitions."""
+    """Per group of the generated class: the share of a run's synthetic images the judge assigns to their own class
+    (agreement) and to another, head class (leakage into head); ltaug.metrics.overlap's definitions."""
     from ltaug.classify.checkpoint import load_classifier, predict_proba
     from ltaug.data.synthetic import load_synthetic, real_counts
     from ltaug.metrics.overlap import leakage_summary, overlap_matrix
@@ -259,50 +286,153 @@ def judge_synth(judge: Path, synth: Path) -> dict:
     counts = real_counts(synth, ds.classes)
     probs = predict_proba(model, meta, ds.images)[:, [meta["classes"].index(c) for c in ds.classes]]
     summary = leakage_summary(overlap_matrix(probs, ds.labels, len(counts)), counts)
-    return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")}
-            for g in GROUPS[1:]}
+    return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")} for g in GROUPS[1:]}
 
 
-def add_judge(rows: list[dict], out: Path, base: str, sets: list[str]) -> None:
-    judge = balanced_judge(out, base, sets)
-    acc = json.loads((judge / "results.json").read_text()).get("accuracy", {})
-    for row in rows:
-        row["judge"] = judge_synth(judge, out / f"seed{row['seed']}" / row["method"] / "synth")
-        row["judge_accuracy"] = acc
+def run_curve(base: str, seeds: list[int], methods: list[str], out: Path, sets: list[str], steps: list[int],
+              judge: Path, num_samples: int) -> list[dict]:
+    """The budget curve: per method and seed, one generator trained to max(steps) with a checkpoint kept at each
+    step of the list; at each, the judge's agreement on fresh samples (every class) and KID per group against the
+    validation split (never the test set)."""
+    import dataclasses
+
+    from ltaug.classify.checkpoint import load_classifier
+    from ltaug.config import EvaluateConfig
+    from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
+    from ltaug.diffusion.train import train_generator
+    from ltaug.files import atomic_write_json, read_json
+    from ltaug.metrics.agreement import judge_agreement
+    from ltaug.metrics.evaluate import evaluate
+    from ltaug.rundir import RunDir
+
+    rows = []
+    clf = load_classifier(judge)
+    for seed in seeds:
+        for method in methods:
+            gcd = math.gcd(*steps)
+            extra = (f"generator.steps={max(steps)}", f"generator.ckpt_every={gcd}", "generator.keep_ckpts=1000",
+                     f"generator.grid_every={max(steps)}")
+            recipe = _recipe(base, sets, seed, method, extra)
+            run = RunDir(out / f"seed{seed}" / method)
+            if not run.stage_done("generator"):
+                t0 = time.perf_counter()
+                train_generator(recipe, run.path, resume=bool(list_checkpoints(run.checkpoints)), progress=False)
+                run.finish_stage("generator", time.perf_counter() - t0)
+            for ckpt in list_checkpoints(run.checkpoints):
+                step = int(ckpt.stem.split("-")[1])
+                if step not in steps:
+                    continue
+                cached = read_json(run.path / f"curve-{step:07d}.json")
+                if cached is None:
+                    gen = load_generator(ckpt)
+                    ev = evaluate(ckpt, EvaluateConfig(metrics=["kid"], reference=recipe.data.dataset,
+                                                       reference_split="val", num_samples=num_samples,
+                                                       min_samples=2, kid_subset_size=100, batch_size=50),
+                                  dataclasses.replace(recipe.synth), recipe.data, seed=seed, device="cpu",
+                                  out_dir=run.path / f"curve-{step:07d}", progress=False)
+                    cached = {"method": method, "seed": seed, "step": step,
+                              "judge": judge_agreement(gen, clf, recipe.synth, per_class=20),
+                              "kid": {g: (ev.get(g) or {}).get("kid") for g in GROUPS}}
+                    atomic_write_json(run.path / f"curve-{step:07d}.json", cached)
+                print(json.dumps(cached), flush=True)
+                rows.append(cached)
+    return rows
 
 
-def image_table(rows: list[dict], methods: list[str]) -> str:
-    """Two tables: downstream accuracy in % (balanced test set), and generator quality with the overlap diagnostics."""
+def curve_figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ltaug.files import atomic_savefig
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), dpi=120)
+    panels = [("judge agreement, few-shot classes", lambda r: r["judge"]["few"]["agreement"]),
+              ("KID x 1e3, few-shot classes (vs validation)", lambda r: 1e3 * r["kid"]["few"]),
+              ("KID x 1e3, all classes (vs validation)", lambda r: 1e3 * r["kid"]["overall"])]
+    for ax, (title, get) in zip(axes, panels):
+        for i, method in enumerate(sorted({r["method"] for r in rows})):
+            by_step: dict[int, list] = {}
+            for r in rows:
+                if r["method"] == method:
+                    by_step.setdefault(r["step"], []).append(get(r))
+            xs = sorted(by_step)
+            ys = [statistics.fmean(by_step[x]) for x in xs]
+            ax.plot(xs, ys, marker="o", color=f"C{i}", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("generator steps")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"MNIST-LT budget curve (mean over seeds {sorted({r['seed'] for r in rows})})", fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def image_tables(baselines: dict, rows: list[dict], methods: list[str], lt_loss: str, reference: str) -> str:
+    """Accuracy tables (test set), paired differences to the reference method, and generator quality."""
+    from ltaug.stats import mean_std, paired
+
     pct = dict(scale=100.0, digits=1)
-    acc = ["| training data | acc overall % | acc many % | acc medium % | acc few % |", "|---|---|---|---|---|"]
-    real = [x["acc_real"] for x in rows if x["method"] == methods[0]]
-    acc.append("| real only | " + " | ".join(_mean_std([r[g] for r in real], **pct) for g in GROUPS) + " |")
+    lines = ["**Balanced test accuracy (%), mean ± sd over seeds**", "",
+             "| training data | loss | overall | many | medium | few | val overall (choice) |",
+             "|---|---|---|---|---|---|---|"]
+    for loss, runs in baselines.items():
+        mark = " (best on val)" if loss == lt_loss else ""
+        lines.append(f"| real only | {loss}{mark} | " + " | ".join(mean_std([r["test"][g] for r in runs], **pct)
+                                                                 for g in GROUPS)
+                     + f" | {mean_std([r['val']['overall'] for r in runs], **pct)} |")
+    for loss_key, loss in (("acc_synth_ce", "ce"), (f"acc_synth_{lt_loss}", lt_loss)):
+        for m in methods:
+            r = [x for x in rows if x["method"] == m]
+            lines.append(f"| real + {m} | {loss} | " + " | ".join(mean_std([x[loss_key][g] for x in r], **pct)
+                                                               for g in GROUPS) + " | |")
+    seeds = sorted({x["seed"] for x in rows})
+
+    def series(m, get):
+        by_seed = {x["seed"]: x for x in rows if x["method"] == m}
+        return [get(by_seed[s]) if s in by_seed else None for s in seeds]
+
+    lines += ["", f"**Paired differences to {reference} (same seed, data, plan): mean [95% interval], wins / seeds**",
+              "", f"| method | few acc, ce (points) | few acc, {lt_loss} (points) | judge agreement few (points) | "
+              "judge leakage into head, few (points; lower better) | KID×10³ few (lower better) |",
+              "|---|---|---|---|---|---|"]
+    for m in methods:
+        if m == reference:
+            continue
+        cells = []
+        for get, lower in ((lambda x: x["acc_synth_ce"]["few"], False),
+                           (lambda x: x[f"acc_synth_{lt_loss}"]["few"], False),
+                           (lambda x: x["judge"]["few"]["agreement"], False),
+                           (lambda x: x["judge"]["few"]["leakage_into_head"], True)):
+            cells.append(paired(series(m, get), series(reference, get), lower_is_better=lower).text(scale=100))
+        cells.append(paired(series(m, lambda x: x["kid"]["few"]), series(reference, lambda x: x["kid"]["few"]),
+                            lower_is_better=True).text(scale=1e3))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    # does the synthetic tail add anything over a good long-tail loss?
+    base_few = {r["seed"]: r["test"]["few"] for r in baselines[lt_loss]}
+    lines += ["", f"**Real + synthetic against real only, both with {lt_loss}: few-shot accuracy (points)**", "",
+              "| method | difference [95% interval], wins |", "|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | " + paired(series(m, lambda x: x[f"acc_synth_{lt_loss}"]["few"]),
+                                          [base_few.get(s) for s in seeds]).text(scale=100) + " |")
+    lines += ["", "**Generator quality (KID×10³ of fresh samples vs the test set; the judge on the synthetic tail)**",
+              "", "| generator | KID overall | KID many | KID medium | KID few | judge agreement few % | "
+              "judge leakage into head few % | generator s | synthesis s |", "|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         r = [x for x in rows if x["method"] == m]
-        acc.append(f"| real + {m} | " + " | ".join(_mean_std([x["acc_synth"][g] for x in r], **pct) for g in GROUPS)
-                   + " |")
-    gen = ["| generator | KID×10³ overall | KID×10³ many | KID×10³ medium | KID×10³ few | FID overall | "
-           "few: leakage into head % | few: judged own class % | generator s | synthesize s | classifier s | "
-           "evaluate s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in methods:
-        r = [x for x in rows if x["method"] == m]
-        kid = " | ".join(_mean_std([(x.get("kid") or {}).get(g) for x in r], scale=1e3, digits=1) for g in GROUPS)
-        fid = _mean_std([(x.get("fid") or {}).get("overall") for x in r], digits=1)
-        secs = " | ".join(_mean_std([x["stages_s"].get(st) for x in r], digits=0)
-                          for st in ("generator", "synth", "classifier-synth", "evaluate"))
-        if all("judge" in x for x in r):  # the balanced judge, on the synthetic folder
-            leak = [x["judge"]["few"]["leakage_into_head"] for x in r]
-            agree = [x["judge"]["few"]["agreement"] for x in r]
-        else:  # the run's own real-only classifier, on evaluate's samples
-            leak = [x["leakage_into_head"]["few"] for x in r]
-            agree = [x["agreement"]["few"] for x in r]
-        gen.append(f"| {m} | {kid} | {fid} | {_mean_std(leak, **pct)} | {_mean_std(agree, **pct)} | {secs} |")
-    return "\n".join(acc) + "\n\n" + "\n".join(gen)
+        kid = " | ".join(mean_std([(x.get("kid") or {}).get(g) for x in r], scale=1e3) for g in GROUPS)
+        judge = " | ".join(mean_std([x["judge"]["few"][k] for x in r], **pct) for k in ("agreement",
+                                                                                        "leakage_into_head"))
+        secs = " | ".join(mean_std([x["stages_s"].get(st) for x in r], digits=0) for st in ("generator", "synth"))
+        lines.append(f"| {m} | {kid} | {judge} | {secs} |")
+    return "\n".join(lines)
 
 
-def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) -> None:
-    """accuracy_by_group.png (mean ± std over seeds, real only and real + each method) and tail_samples.png (the
-    few-shot classes' synthetic images of every method, one seed, same image seeds across methods)."""
+def tail_figure(rows: list[dict], methods: list[str], out: Path, seed: int) -> None:
+    """tail_samples.png: the few-shot classes' synthetic images of every method, one seed, same image seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,37 +442,17 @@ def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) ->
 
     from ltaug.data import class_groups
     from ltaug.data.plot import GROUP_COLORS
-    from ltaug.data.synthetic import finished
+    from ltaug.data.synthetic import finished, real_counts
     from ltaug.files import atomic_savefig
 
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=120)
-    series = [("real only", [x["acc_real"] for x in rows if x["method"] == methods[0]])]
-    series += [(f"real + {m}", [x["acc_synth"] for x in rows if x["method"] == m]) for m in methods]
-    width = 0.8 / len(series)
-    for i, (label, accs) in enumerate(series):
-        means = [100 * statistics.fmean(a[g] for a in accs) for g in GROUPS]
-        sds = [100 * statistics.stdev([a[g] for a in accs]) if len(accs) > 1 else 0 for g in GROUPS]
-        ax.bar(np.arange(len(GROUPS)) + (i - (len(series) - 1) / 2) * width, means, width, yerr=sds, capsize=2,
-               label=label, color="#999999" if i == 0 else f"C{i - 1}")
-    ax.set_xticks(range(len(GROUPS)), GROUPS)
-    ax.set_ylabel("balanced test accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=7, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    ax.set_title(f"classifier accuracy by class group (mean ± std over {len({x['seed'] for x in rows})} seeds)",
-                 fontsize=9)
-    fig.tight_layout()
-    atomic_savefig(fig, out / "accuracy_by_group.png")
-    plt.close(fig)
-
-    # tail samples: rows = methods, columns = the first images of each few-shot class
     per_class = 6
-    tiles, names = [], []
+    tiles, names, few = [], [], []
     for m in methods:
         synth = out / f"seed{seed}" / m / "synth"
         if not (synth / "plan.json").is_file():
             continue
         plan = json.loads((synth / "plan.json").read_text())
-        counts = [r["real"] for r in plan["rows"]]
+        counts = real_counts(synth, plan["classes"])
         few = class_groups(counts)["few"]
         manifest = finished(synth)
         row = []
@@ -367,28 +477,38 @@ def image_figures(rows: list[dict], methods: list[str], out: Path, seed: int) ->
     atomic_savefig(fig, out / "tail_samples.png")
     plt.close(fig)
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=("toy", "mnist", "cifar10"), default="toy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--define", action="append", default=[],
+                    help="NAME=key=value,key=value: a method as recipe overrides (e.g. a DiffROP form)")
+    ap.add_argument("--reference", default="ddpm", help="the method every paired difference is taken against")
+    ap.add_argument("--classifier-losses", nargs="+", default=list(LT_LOSSES))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe overrides for every run")
+    ap.add_argument("--curve", action="store_true", help="the budget curve instead of the comparison")
+    ap.add_argument("--curve-steps", type=int, nargs="+", default=[300, 600, 1200, 2400])
+    ap.add_argument("--curve-samples", type=int, default=200, help="fresh samples per checkpoint for KID")
     ap.add_argument("--toy-steps", type=int, default=800)
     ap.add_argument("--toy-margin", type=float, default=0.02)
     ap.add_argument("--toy-margins", type=float, nargs="+", default=None,
                     help="toy only: scan these DiffROP margins (with --toy-w) instead of comparing methods")
     ap.add_argument("--toy-w", type=float, nargs="+", default=[0.0, 1.0], help="guidance weights of the margin scan")
     ap.add_argument("--report-only", action="store_true",
-                    help="mnist/cifar10: rebuild results.md and the figures from OUT/results(.partial).json")
+                    help="mnist/cifar10: rebuild results.md and the figures from OUT/results.json")
     args = ap.parse_args()
+    for d in args.define:
+        name, _, sets = d.partition("=")
+        METHOD_SETS[name] = [x for x in sets.split(",") if x]
     out = (args.out or Path("runs") / f"compare-{args.scale}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if args.scale == "toy" and args.toy_margins:
-        from ltaug.files import atomic_write_text
 
+    from ltaug.files import atomic_write_json, atomic_write_text
+
+    if args.scale == "toy" and args.toy_margins:
         table = run_toy_margins(args.seeds, args.toy_margins, args.toy_w, out, args.toy_steps)
         atomic_write_text(out / "toy_margins.md", table + "\n")
         print(table)
@@ -396,27 +516,38 @@ def main() -> None:
     if args.scale == "toy":
         rows = run_toy(args.seeds, args.methods, out, args.toy_steps, args.toy_margin)
         table = toy_table(rows, args.methods)
+        atomic_write_json(out / "results.json", {"scale": "toy", "seeds": args.seeds, "rows": rows})
+        atomic_write_text(out / "results.md", table + "\n")
+        print(table)
+        return
+
+    from ltaug.pipeline import train_judge
+    from ltaug.rundir import RunDir
+
+    base = "mnist_lt" if args.scale == "mnist" else "cifar10_lt"
+    judge = train_judge(_recipe(base, args.sets, 0), RunDir(out / "judge"))
+    if args.curve:
+        rows = run_curve(base, args.seeds, args.methods, out, args.sets, sorted(args.curve_steps), judge,
+                         args.curve_samples)
+        atomic_write_json(out / "curve.json", {"scale": args.scale, "seeds": args.seeds, "sets": args.sets,
+                                               "methods": {m: METHOD_SETS[m] for m in args.methods}, "rows": rows,
+                                               "wall_s": time.perf_counter() - t0})
+        curve_figure(rows, out / "budget_curve.png")
+        return
+    if args.report_only:
+        data = json.loads((out / "results.json").read_text())
+        baselines, rows, lt_loss = data["baselines"], data["rows"], data["lt_loss"]
     else:
-        if args.report_only:
-            src = out / "results.json" if (out / "results.json").is_file() else out / "results.partial.json"
-            rows = json.loads(src.read_text())["rows"]
-        else:
-            rows = run_images(args.scale, args.seeds, args.methods, out, args.sets)
-        add_judge(rows, out, "mnist_lt" if args.scale == "mnist" else "cifar10_lt", args.sets)
-        table = image_table(rows, args.methods)
-        image_figures(rows, args.methods, out, args.seeds[0])
-        if args.report_only:
-            from ltaug.files import atomic_write_json, atomic_write_text
-
-            data = json.loads(src.read_text())
-            atomic_write_json(src, dict(data, rows=rows))  # now with the judge's numbers
-            atomic_write_text(out / "results.md", table + "\n")
-            print(table)
-            return
-    from ltaug.files import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out / "results.json", {"scale": args.scale, "seeds": args.seeds, "sets": args.sets,
-                                             "rows": rows, "wall_s": time.perf_counter() - t0})
+        baselines = run_baselines(base, args.seeds, out, args.sets, args.classifier_losses)
+        lt_loss = best_loss({k: v for k, v in baselines.items() if k != "ce"} or baselines)
+        rows = run_images(base, args.seeds, args.methods, out, args.sets, lt_loss, judge)
+        atomic_write_json(out / "results.json", {
+            "scale": args.scale, "seeds": args.seeds, "sets": args.sets, "reference": args.reference,
+            "methods": {m: METHOD_SETS[m] for m in args.methods}, "lt_loss": lt_loss,
+            "lt_loss_rule": "best mean balanced validation accuracy of the real-only classifiers over the seeds",
+            "baselines": baselines, "rows": rows, "wall_s": time.perf_counter() - t0})
+    table = image_tables(baselines, rows, args.methods, lt_loss, args.reference)
+    tail_figure(rows, args.methods, out, args.seeds[0])
     atomic_write_text(out / "results.md", table + "\n")
     print(table)
 

@@ -22,7 +22,9 @@ class Paired:
     lower_is_better: bool = False
 
     def text(self, scale: float = 1.0, digits: int = 1) -> str:
-        """'+3.2 [-1.0, 7.4], 4/5' (the difference, its interval, the wins)."""
+        """'+3.2 [-1.0, 7.4], 4/5' (the difference, its interval, the wins); '–' without a pair."""
+        if self.n == 0:
+            return "–"
         f = f"{{:+.{digits}f}}"
         return (f"{f.format(self.mean * scale)} [{f.format(self.lo * scale)}, {f.format(self.hi * scale)}], "
                 f"{self.wins}/{self.n}")

@@ -23,7 +23,7 @@ class EvaluateConfig(Section):
     reference: str = opt("", "reference dataset for FID (empty = data.test_dataset, else the balanced test split of "
                          "data.dataset; the published protocol uses the balanced full training set)")
     reference_split: str = opt("test", "split of the reference dataset (used with evaluate.reference; the implied "
-                               "test set is always its test split)", choices=("train", "test"))
+                               "test set is always its test split)", choices=("train", "val", "test"))
     inception_weights: str = opt("", "local Inception weights file for offline machines (empty = clean-fid's download)")
     fid_mode: str = opt("clean", "clean-fid resizing mode: clean, or legacy_pytorch (pytorch-fid's bilinear resize)",
                         choices=FID_MODES)

@@ -14,7 +14,7 @@ from ltaug.config.fields import Section, opt, section
 from ltaug.errors import LtaugError
 
 LOSSES = ("ddpm", "cbdm", "diffrop", "cbdm+diffrop")
-PRESETS = ("ddpm-cifar", "small", "tiny")
+PRESETS = ("ddpm-cifar", "small", "cpu", "tiny")
 VARIANTS = ("hinge", "squared_hinge", "triplet", "plain")
 DISTANCES = ("mse", "kl")
 TAUS = ("constant", "increasing", "decreasing", "kl")
@@ -67,7 +67,8 @@ class CbdmConfig(Section):
 class GeneratorConfig(Section):
     KEY = "generator"
 
-    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), tiny (tests)", choices=PRESETS)
+    preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), cpu (1.1M, 0.6x small's step), "
+                      "tiny (tests)", choices=PRESETS)
     loss: str = opt("diffrop", "training loss", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)

@@ -31,6 +31,14 @@ PRESETS: dict[str, dict] = {
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         dropout=0.0, attention_head_dim=None, norm_num_groups=8,
     ),
+    # The CPU comparisons' preset (1.1M parameters): "small" with the 4x4 level at 64 instead of 128 channels, where
+    # small spends most of its step; about 0.6x small's step time at 16x16 (benchmarks/results/presets.jsonl).
+    "cpu": dict(
+        block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        dropout=0.0, attention_head_dim=None, norm_num_groups=8,
+    ),
     # For tests: a few tens of thousands of parameters, still with one attention level.
     "tiny": dict(
         block_out_channels=(16, 32), layers_per_block=1,
