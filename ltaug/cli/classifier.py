@@ -11,11 +11,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SetOpt, console, handle_errors, resolve_recipe
+from ltaug.cli.common import (
+    DatasetOpt,
+    DeviceOpt,
+    OutOpt,
+    RecipeOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    resolve_recipe,
+    undo_on_usage_error,
+)
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUPS
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import DEFAULT_ROOT, RunDir
+from ltaug.space import require_writable
 
 _MIX = "Real + synthetic"
 _TRAIN = "Training"
@@ -111,23 +122,30 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
     from ltaug.device import resolve_device
 
     resolve_device(r.device)  # a device that is not here: before any folder exists
+    for p in paths:  # a missing set: before any folder exists (the rest of the checks run under undo below)
+        if not Path(p).expanduser().exists():
+            raise LtaugError(f"--synthetic {p}: no such folder or file; give a folder written by `ltaug synthesize` "
+                             "or an npz file")
+    require_writable(out if out is not None else DEFAULT_ROOT, "--out")
+    existed = out is not None and out.exists()
     run = RunDir(out) if out is not None else RunDir.create(desc=f"{r.name}-classifier-{name}")
-    if not run.exists():
-        run.init(r)
-    cls_dir = run.classifier(name)
-    if resume and not paths and (cls_dir / "checkpoint.pt").is_file():
-        from ltaug.classify.checkpoint import read_checkpoint
+    with undo_on_usage_error(run.path, existed):  # a usage error found later leaves nothing behind
+        if not run.exists():
+            run.init(r)
+        cls_dir = run.classifier(name)
+        if resume and not paths and (cls_dir / "checkpoint.pt").is_file():
+            from ltaug.classify.checkpoint import read_checkpoint
 
-        paths = list(read_checkpoint(cls_dir).get("synthetic", []))  # the same sets as the run being continued
-    if paths and r.classifier.synthetic_mode == "ratio" and r.classifier.synthetic_ratio == 0:
-        console.print("[yellow]note:[/] --synthetic given but the synthetic ratio is 0: real images only "
-                      "(set --synthetic-ratio or --synthetic-mode fill)")
+            paths = list(read_checkpoint(cls_dir).get("synthetic", []))  # the same sets as the run being continued
+        if paths and r.classifier.synthetic_mode == "ratio" and r.classifier.synthetic_ratio == 0:
+            console.print("[yellow]note:[/] --synthetic given but the synthetic ratio is 0: real images only "
+                          "(set --synthetic-ratio or --synthetic-mode fill)")
 
-    from ltaug.classify.train import train_classifier
+        from ltaug.classify.train import train_classifier
 
-    run.log(f"train-classifier {name}: model {r.classifier.model}, loss {r.classifier.loss}, "
-            f"synthetic {paths or 'none'}{' (resume)' if resume else ''}")
-    results = train_classifier(r, cls_dir, synthetic=paths, progress=progress, resume=resume)
+        run.log(f"train-classifier {name}: model {r.classifier.model}, loss {r.classifier.loss}, "
+                f"synthetic {paths or 'none'}{' (resume)' if resume else ''}")
+        results = train_classifier(r, cls_dir, synthetic=paths, progress=progress, resume=resume)
     run.log(f"train-classifier {name}: top-1 {results['top1']:.4f}")
 
     acc = results["accuracy"]
