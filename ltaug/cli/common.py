@@ -73,40 +73,52 @@ BOOKKEEPING = (CONFIG, ENV, LOG)
 def undo_on_usage_error(run_path: str | os.PathLike, existed: Optional[bool] = None) -> Iterator[None]:
     """Take back what a command wrote into a run directory before a usage error (LtaugError) stopped it, so bad
     input leaves nothing behind: a run directory this command created is removed when it holds nothing but
-    config.yaml / env.json / log.txt (and empty folders); in a run that existed, log.txt is cut back to its size
-    before and a config.yaml / env.json this command wrote is removed. Work a stage finished is never touched.
+    config.yaml / env.json / log.txt (and empty folders); in a run that existed and in which nothing else changed,
+    log.txt is cut back to its size before and a config.yaml / env.json this command wrote is removed. Work a stage
+    did (any other file written or changed) is never touched, and then neither is the log that records it.
     existed: whether the folder was there before the command (default: whether it is there now)."""
     path = Path(run_path).expanduser().absolute()
     existed = path.exists() if existed is None else existed
     log = path / LOG
     log_size = log.stat().st_size if log.is_file() else None
     had = {name: (path / name).exists() for name in BOOKKEEPING}
+    before = _files(path) if existed else {}
     try:
         yield
     except LtaugError:
         if not existed:
             if path.is_dir() and not path.is_symlink() and _only_bookkeeping(path):
                 shutil.rmtree(path, ignore_errors=True)
-        elif path.is_dir():
+        elif path.is_dir() and _files(path) == before:
             if log_size is not None and log.is_file() and not log.is_symlink():
                 with open(log, "r+b") as f:
                     f.truncate(log_size)
             for name in BOOKKEEPING:
                 p = path / name
-                if not had[name] and p.is_file() and not p.is_symlink() and (name != CONFIG or _only_bookkeeping(path)):
+                if not had[name] and p.is_file() and not p.is_symlink():
                     p.unlink()
         raise
 
 
+def _files(path: Path) -> dict:
+    """(size, mtime) of every file in a run directory but its bookkeeping files (what a stage's work changes)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = Path(root) / f
+            if p.parent == path and f in BOOKKEEPING:
+                continue
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
 def _only_bookkeeping(path: Path) -> bool:
     """Whether a run directory holds only config.yaml, env.json, log.txt (and empty folders)."""
-    for root, dirs, files in os.walk(path):
-        if Path(root) == path:
-            if any(f not in BOOKKEEPING for f in files):
-                return False
-        elif files:
-            return False
-    return True
+    return not _files(path)
 
 
 def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any) -> Recipe:

@@ -199,8 +199,8 @@ def scan(out: Path, classes: list[str], shape: Optional[tuple] = None) -> Folder
     every finished PNG must decode to (None: any whole PNG)."""
     out = Path(out)
     dirs = class_dirs(classes)
-    repaired = {"torn_or_invalid_lines": 0, "duplicates": 0, "missing_png": 0, "bad_png": 0, "orphan_png": 0,
-                "tmp_files": 0}
+    # missing_png: a line whose PNG is missing, empty, truncated or undecodable (the line goes; the image is redrawn)
+    repaired = {"torn_or_invalid_lines": 0, "duplicates": 0, "missing_png": 0, "orphan_png": 0, "tmp_files": 0}
     raw_lines = (out / MANIFEST).read_text().splitlines() if (out / MANIFEST).exists() else []
     records = read_jsonl(out / MANIFEST)
     repaired["torn_or_invalid_lines"] = sum(1 for line in raw_lines if line.strip()) - len(records)
@@ -221,7 +221,7 @@ def scan(out: Path, classes: list[str], shape: Optional[tuple] = None) -> Folder
             repaired["missing_png"] += 1
             continue
         if not png_ok(out / rel, shape):  # empty or truncated: drop the line; the file goes below, then redrawn
-            repaired["bad_png"] += 1
+            repaired["missing_png"] += 1
             continue
         by_seed[seed] = r
     keep = set(by_seed)
@@ -237,7 +237,7 @@ def scan(out: Path, classes: list[str], shape: Optional[tuple] = None) -> Folder
                 p.unlink(missing_ok=True)  # renamed before its manifest line was written: redraw it
                 repaired["orphan_png"] += 1
     clean = sorted(by_seed.values(), key=lambda r: r["seed"])
-    if any(repaired[k] for k in ("torn_or_invalid_lines", "duplicates", "missing_png", "bad_png")):
+    if any(repaired[k] for k in ("torn_or_invalid_lines", "duplicates", "missing_png")):
         atomic_write_text(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in clean))
     rejected = {}
     for r in read_jsonl(out / REJECTED):

@@ -100,15 +100,19 @@ def space_needed(gen: LoadedGenerator, cfg: SynthConfig, plan: Plan, out_dir: st
     the estimate printed with the plan and named when the disk fills up."""
     out = Path(out_dir)
     done: dict[int, int] = {}
-    for r in finished(out) if out.is_dir() else []:
+    for r in finished(out) if out.is_dir() and not (out / F.MANIFEST).is_symlink() else []:  # never read a link
         done[int(r["label"])] = done.get(int(r["label"]), 0) + 1
     missing = sum(max(0, row.new - done.get(row.label, 0)) for row in plan.rows)
     npz = sum(max(row.new, done.get(row.label, 0)) for row in plan.rows) if cfg.npz else 0
     return F.space_needed(out, (gen.resolution, gen.resolution, gen.channels), missing, npz, len(plan.rows))
 
 
-def _out_of(args: dict) -> Path:
-    return Path(args["out_dir"]) if args["out_dir"] is not None else default_out_dir(args["generator"])
+def _out_of(args: dict) -> Optional[Path]:
+    """The folder synthesize locks (None when the generator path does not exist: the call then fails by name)."""
+    if args["out_dir"] is not None:
+        return Path(args["out_dir"])
+    gen = args["generator"]
+    return default_out_dir(gen) if isinstance(gen, LoadedGenerator) or Path(gen).exists() else None
 
 
 @holds_lock(_out_of, "synthesize")
