@@ -378,6 +378,12 @@ def test_usage_errors_leave_no_run_directory(tmp_path, args):
     assert not out.exists(), sorted(out.rglob("*"))
 
 
+def test_a_classifier_name_is_never_a_path(tmp_path):
+    code, text = invoke("train-classifier", "--out", tmp_path / "run", "--name", "../../escaped")
+    assert code == 2 and "--name '../../escaped'" in text, text
+    assert not (tmp_path / "run").exists() and not (tmp_path.parent / "classifier-..").exists()
+
+
 def test_synthesize_with_a_device_that_is_not_here_writes_nothing(gen_run, tmp_path):
     import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,7 +56,8 @@ def _compare(results: dict, other_path: Path, out_dir: Path) -> None:
         gain = "-" if a is None or b is None else f"{100 * (a - b):+.2f}"
         table.add_row(key, _pct(a), _pct(b), gain)
     console.print(table)
-    plot = out_dir / f"gain_vs_{other_name}.png"
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(other_name)).strip("._")[:80] or "other"
+    plot = out_dir / f"gain_vs_{slug}.png"  # a file name from another run's text: never a path
     plot_gain(results["per_class"], other["per_class"], results["classes"], results["train_counts_real"], plot,
               title=f"per-class gain of {name} over {other_name} (points)")
     console.print(f"per-class gain plot: {plot}", markup=False, highlight=False)
@@ -119,6 +121,9 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
     check_model_name(r.classifier.model)  # before a run directory is made
     paths = [str(p) for p in synthetic or []]
     name = name or ("synth" if paths else "real")
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,80}", name) or name.strip(".") == "":
+        raise LtaugError(f"--name {name!r}: use letters, digits and _ . + - (it names the folder classifier-NAME "
+                         "inside the run)")
     from ltaug.device import resolve_device
 
     resolve_device(r.device)  # a device that is not here: before any folder exists
