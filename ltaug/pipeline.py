@@ -27,6 +27,7 @@ from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
 from ltaug.diffusion.train import train_generator
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json, read_json
+from ltaug.locks import holds_lock
 from ltaug.metrics.agreement import judge_agreement
 from ltaug.metrics.evaluate import evaluate
 from ltaug.report import accuracy_of, build_report
@@ -156,6 +157,7 @@ def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[
     return forward
 
 
+@holds_lock(lambda a: RunDir(a["run_dir"]).path, "ltaug run")  # one pipeline per run directory (ltaug.locks)
 def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, report: Optional[ReportFn] = None,
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
@@ -44,7 +45,8 @@ class _Bar:
                 TextColumn("{task.fields[info]}"), console=console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(desc, total=total, completed=completed, rate="", info="")
+            # the description and fields may hold user text (a folder or class name): never console markup
+            self._task = self._progress.add_task(escape(desc), total=total, completed=completed, rate="", info="")
 
     def rate(self) -> float:
         dt = time.perf_counter() - self.t0
@@ -58,7 +60,7 @@ class _Bar:
         info = " ".join(f"{k}={_fmt(v)}" for k, v in self.fields.items())
         rate = f"{self.rate():.1f} {self.unit}/s"
         if self._progress is not None:
-            self._progress.update(self._task, advance=n, rate=rate, info=info)
+            self._progress.update(self._task, advance=n, rate=rate, info=escape(info))
             return
         now = time.perf_counter()
         if now - self._last_line >= 10.0 or self.completed >= self.total:

@@ -180,7 +180,9 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     if counts:
         classes = classes or [str(i) for i in range(len(counts))]
         plot_class_histogram(counts, classes, out / "class_histogram.png")
-        parts.append("<h2>Training set</h2>" + _img_tag(out / "class_histogram.png", "class histogram", "70%"))
+        names = ", ".join(f"{html.escape(str(c))} ({n:,})" for c, n in zip(classes, counts))
+        parts.append("<h2>Training set</h2>" + _img_tag(out / "class_histogram.png", "class histogram", "70%")
+                     + f"<p class='classes'>{len(classes)} classes (training images): {names}</p>")
 
     # --- class grids (latest)
     grids = sorted(run.grids.glob("*.png")) if run.grids.is_dir() else []

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from ltaug import __version__
 from ltaug.config import Recipe, load_recipe, recipe_text
 from ltaug.errors import LtaugError
-from ltaug.files import atomic_write_json, atomic_write_text, read_json
+from ltaug.files import append_text, atomic_write_json, atomic_write_text, read_json
 
 DEFAULT_ROOT = Path("runs")
 CONFIG, ENV, LOG = "config.yaml", "env.json", "log.txt"
@@ -101,9 +101,7 @@ class RunDir:
 
     def log(self, message: str) -> None:
         """Append a timestamped line to log.txt."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "a") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message.rstrip() + "\n")
+        append_text(self.log_file, time.strftime("%Y-%m-%d %H:%M:%S ") + message.rstrip() + "\n")  # no torn line
 
     def stage_done(self, stage: str) -> bool:
         return self.stage_marker(stage).is_file()

@@ -33,16 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import ray
 import yaml
 from matplotlib.figure import Figure
 from ray import tune
 from ray.tune import Checkpoint
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from ltaug import raycluster
 from ltaug.config import RECIPE_DIR, as_sets, load_recipe
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_savefig, atomic_write_json
+from ltaug.locks import holds_lock
 from ltaug.pipeline import prepare_shared, run_pipeline, train_judge
 from ltaug.rundir import RunDir, save_recipe
 
@@ -77,14 +78,20 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         raise LtaugError(f"sweep file '{path}' not found; built-in sweeps: {names}")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise LtaugError(f"sweep file {p}: not valid YAML ({e})") from None
+    except OSError as e:
+        raise LtaugError(f"sweep file {p}: cannot be read ({e.strerror})") from None
+    if not isinstance(raw, dict):
+        raise LtaugError(f"sweep file {p}: expected a mapping of keys (recipe, set, metric, space, ...), got a "
+                         f"{type(raw).__name__}")
     valid = {f.name for f in dataclasses.fields(SweepSpec)}
-    unknown = sorted(set(raw) - valid)
+    unknown = sorted(set(map(str, raw)) - valid)
     if unknown:
         raise LtaugError(f"sweep file {p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(valid))}")
     spec = SweepSpec(**raw)
-    spec.name = spec.name or p.stem
+    spec.name = str(spec.name or p.stem)
+    _check_fields(spec, p)
     if not spec.space:
         raise LtaugError(f"sweep file {p}: 'space' is empty; give at least one recipe key to sweep")
     if spec.mode not in ("max", "min"):
@@ -103,9 +110,53 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in SPACE_KINDS:
             raise LtaugError(f"sweep file {p}: space key '{key}' needs one of {', '.join(SPACE_KINDS)}, "
                              f"e.g. {{grid: [0.01, 0.1]}}")
+        _check_dist(p, key, *next(iter(dist.items())))
     # every swept key must exist in the recipe: resolve the base recipe with a first value of each
     load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
     return spec
+
+
+def _check_fields(spec: SweepSpec, p: Path) -> None:
+    """The types of a sweep file's keys (each error names the key and the file)."""
+    def bad(key: str, want: str) -> LtaugError:
+        return LtaugError(f"sweep file {p}: '{key}' must be {want}, got {getattr(spec, key)!r}")
+
+    if not isinstance(spec.recipe, str) or not spec.recipe:
+        raise bad("recipe", "a recipe name or path")
+    if not isinstance(spec.set, list) or not all(isinstance(x, str) for x in spec.set):
+        raise bad("set", "a list of key=value strings")
+    if not isinstance(spec.metric, str) or not spec.metric:
+        raise bad("metric", "a metric name such as val_accuracy.few or val_agreement.few")
+    for key in ("num_samples", "max_concurrent", "grace_period"):
+        v = getattr(spec, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise bad(key, "a whole number >= 1")
+    res = spec.resources
+    if (not isinstance(res, dict) or set(res) - {"cpu", "gpu"}
+            or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in res.values())):
+        raise bad("resources", "a mapping {cpu: N, gpu: N} of numbers >= 0")
+    if not isinstance(spec.space, dict):
+        raise bad("space", "a mapping of recipe keys to {grid|choice|uniform|loguniform|randint: [...]}")
+
+
+def _check_dist(p: Path, key: str, kind: str, arg: Any) -> None:
+    """One space entry's values: a non-empty list for grid / choice, two bounds lo < hi for the ranges."""
+    where = f"sweep file {p}: space key '{key}' ({kind})"
+    if kind in ("grid", "choice"):
+        if not isinstance(arg, list) or not arg:
+            raise LtaugError(f"{where} needs a non-empty list of values, e.g. {{{kind}: [0.01, 0.1]}}")
+        return
+    numbers = isinstance(arg, list) and len(arg) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in arg)
+    if not numbers:
+        raise LtaugError(f"{where} needs two bounds [lo, hi], e.g. {{{kind}: [0.001, 0.1]}}; got {arg!r}")
+    lo, hi = arg
+    if not lo < hi:
+        raise LtaugError(f"{where}: the lower bound {lo} must be below the upper bound {hi}")
+    if kind == "loguniform" and lo <= 0:
+        raise LtaugError(f"{where}: loguniform bounds must be > 0, got {lo}")
+    if kind == "randint" and not (float(lo).is_integer() and float(hi).is_integer()):
+        raise LtaugError(f"{where}: randint bounds must be whole numbers, got {arg!r}")
 
 
 def _first_value(dist: dict) -> Any:
@@ -157,8 +208,19 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
               num_cpus: int | None = None, progress: bool = True, storage: str | None = None) -> dict:
     """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}.
 
-    storage: where Ray Tune keeps the trials' results and checkpoints (default OUT/ray); on a multi-node cluster a
-    path every node can reach (a shared filesystem) or a cloud URI such as s3://bucket/sweeps."""
+    address: a Ray cluster to join (checked first: where nothing answers, this fails within seconds, before
+    anything is written); without it a local Ray is started and ended with this process (ltaug.raycluster). The
+    sweep folder is locked while the sweep runs (ltaug.locks). storage: where Ray Tune keeps the trials' results and
+    checkpoints (default OUT/ray); on a multi-node cluster a path every node can reach (a shared filesystem) or a
+    cloud URI such as s3://bucket/sweeps."""
+    raycluster.check_address(address)
+    return _run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, progress=progress,
+                      storage=storage)
+
+
+@holds_lock(lambda a: Path(os.path.abspath(a["out_dir"])), "ltaug tune", refuse_links=False)
+def _run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | None, resume: bool,
+               num_cpus: int | None, progress: bool, storage: str | None = None) -> dict:
     out = Path(os.path.abspath(out_dir))  # Ray changes a trial's working directory: absolute paths only
     out.mkdir(parents=True, exist_ok=True)
     stage = stages_for(list(spec.space))
@@ -169,12 +231,16 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     if spec.metric.startswith(("val_agreement.", "val_leakage")):  # the judge, trained once for every trial
         shared["judge"] = str(train_judge(base, RunDir(out / "shared"), progress=progress))
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    started = raycluster.connect(address, num_cpus=num_cpus)
+    try:
+        return _tune(spec, out, shared, resume, progress, storage)
+    finally:
+        if started:
+            raycluster.disconnect()
 
+
+def _tune(spec: SweepSpec, out: Path, shared: dict, resume: bool, progress: bool, storage: str | None) -> dict:
+    """The Tuner over the trials (new, or restored with resume), then the best recipe, the results and the plot."""
     trainable = tune.with_resources(make_trainable(spec, out, shared),
                                     {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
     storage = storage or str(out / "ray")

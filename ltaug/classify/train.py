@@ -38,7 +38,8 @@ from ltaug.data import class_groups, load_from_config
 from ltaug.data.longtail import GROUPS
 from ltaug.device import resolve_device
 from ltaug.errors import LtaugError
-from ltaug.files import append_jsonl, atomic_write, atomic_write_json
+from ltaug.files import append_jsonl, atomic_write, atomic_write_json, remove_temporaries
+from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
 from ltaug.rundir import save_recipe
 
@@ -106,6 +107,7 @@ def _evaluate(model, meta, test, device, batch_size: int, amp: bool) -> tuple[np
     return cm, group_accuracy(cm, meta["counts"])
 
 
+@holds_lock(lambda a: Path(a["out_dir"]).expanduser(), "train-classifier")  # one writer per folder (ltaug.locks)
 def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: list[str | os.PathLike] | tuple = (),
                      report: Optional[ReportFn] = None, progress: bool = True,
                      resume: bool = False, device: Optional[str] = None) -> dict:
@@ -138,6 +140,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
 
     # ------------------------------------------------------------------ model, optimizer, resume
     ckpt_file = out_dir / CHECKPOINT
+    remove_temporaries(out_dir)  # a checkpoint half-written by a killed run (we hold the folder's lock)
     state = None
     if ckpt_file.exists():
         if not resume:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,11 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SetOpt, console, handle_errors, resolve_recipe
+from ltaug.cli.common import (
+    DatasetOpt,
+    DeviceOpt,
+    OutOpt,
+    RecipeOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    resolve_recipe,
+    undo_on_usage_error,
+)
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUPS
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import DEFAULT_ROOT, RunDir
+from ltaug.space import require_writable
 
 _MIX = "Real + synthetic"
 _TRAIN = "Training"
@@ -44,7 +56,8 @@ def _compare(results: dict, other_path: Path, out_dir: Path) -> None:
         gain = "-" if a is None or b is None else f"{100 * (a - b):+.2f}"
         table.add_row(key, _pct(a), _pct(b), gain)
     console.print(table)
-    plot = out_dir / f"gain_vs_{other_name}.png"
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(other_name)).strip("._")[:80] or "other"
+    plot = out_dir / f"gain_vs_{slug}.png"  # a file name from another run's text: never a path
     plot_gain(results["per_class"], other["per_class"], results["classes"], results["train_counts_real"], plot,
               title=f"per-class gain of {name} over {other_name} (points)")
     console.print(f"per-class gain plot: {plot}", markup=False, highlight=False)
@@ -108,26 +121,36 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
     check_model_name(r.classifier.model)  # before a run directory is made
     paths = [str(p) for p in synthetic or []]
     name = name or ("synth" if paths else "real")
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,80}", name) or name.strip(".") == "":
+        raise LtaugError(f"--name {name!r}: use letters, digits and _ . + - (it names the folder classifier-NAME "
+                         "inside the run)")
     from ltaug.device import resolve_device
 
     resolve_device(r.device)  # a device that is not here: before any folder exists
+    for p in paths:  # a missing set: before any folder exists (the rest of the checks run under undo below)
+        if not Path(p).expanduser().exists():
+            raise LtaugError(f"--synthetic {p}: no such folder or file; give a folder written by `ltaug synthesize` "
+                             "or an npz file")
+    require_writable(out if out is not None else DEFAULT_ROOT, "--out")
+    existed = out is not None and out.exists()
     run = RunDir(out) if out is not None else RunDir.create(desc=f"{r.name}-classifier-{name}")
-    if not run.exists():
-        run.init(r)
-    cls_dir = run.classifier(name)
-    if resume and not paths and (cls_dir / "checkpoint.pt").is_file():
-        from ltaug.classify.checkpoint import read_checkpoint
+    with undo_on_usage_error(run.path, existed):  # a usage error found later leaves nothing behind
+        if not run.exists():
+            run.init(r)
+        cls_dir = run.classifier(name)
+        if resume and not paths and (cls_dir / "checkpoint.pt").is_file():
+            from ltaug.classify.checkpoint import read_checkpoint
 
-        paths = list(read_checkpoint(cls_dir).get("synthetic", []))  # the same sets as the run being continued
-    if paths and r.classifier.synthetic_mode == "ratio" and r.classifier.synthetic_ratio == 0:
-        console.print("[yellow]note:[/] --synthetic given but the synthetic ratio is 0: real images only "
-                      "(set --synthetic-ratio or --synthetic-mode fill)")
+            paths = list(read_checkpoint(cls_dir).get("synthetic", []))  # the same sets as the run being continued
+        if paths and r.classifier.synthetic_mode == "ratio" and r.classifier.synthetic_ratio == 0:
+            console.print("[yellow]note:[/] --synthetic given but the synthetic ratio is 0: real images only "
+                          "(set --synthetic-ratio or --synthetic-mode fill)")
 
-    from ltaug.classify.train import train_classifier
+        from ltaug.classify.train import train_classifier
 
-    run.log(f"train-classifier {name}: model {r.classifier.model}, loss {r.classifier.loss}, "
-            f"synthetic {paths or 'none'}{' (resume)' if resume else ''}")
-    results = train_classifier(r, cls_dir, synthetic=paths, progress=progress, resume=resume)
+        run.log(f"train-classifier {name}: model {r.classifier.model}, loss {r.classifier.loss}, "
+                f"synthetic {paths or 'none'}{' (resume)' if resume else ''}")
+        results = train_classifier(r, cls_dir, synthetic=paths, progress=progress, resume=resume)
     run.log(f"train-classifier {name}: top-1 {results['top1']:.4f}")
 
     acc = results["accuracy"]

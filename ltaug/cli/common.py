@@ -6,32 +6,42 @@ the library it shells over when it runs.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ltaug.cli.options import key_option
 from ltaug.config import Recipe, load_recipe
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import CONFIG, ENV, LOG, RunDir
+from ltaug.space import FAULTS, WriteFault
 
 console = Console()
 err_console = Console(stderr=True)
 
 USAGE_EXIT = 2
+FAULT_EXIT = 1
 
 
 def fail(message: str, code: int = USAGE_EXIT) -> None:
-    """Print an error (naming the flag/file and the fix) and exit; 2 = usage error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print an error (naming the flag/file and the fix) on one line and exit; 2 = usage error, 1 = a runtime fault
+    (full disk, read-only folder). The message is user text (paths, class names): printed as it is, never as
+    console markup."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn LtaugError into a clear message and exit status 2 (typer reads the wrapped signature)."""
+    """Turn LtaugError into a clear message and exit status 2, and a write the file system refused (full disk,
+    read-only) into one message and exit status 1 (typer reads the wrapped signature)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,11 +49,76 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except LtaugError as e:
             fail(str(e))
+        except WriteFault as e:
+            fail(str(e), FAULT_EXIT)
+        except OSError as e:
+            if e.errno not in FAULTS:
+                raise
+            where = f" ({e.filename})" if e.filename else ""
+            what = "no space left on the device" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) \
+                else e.strerror.lower()
+            fail(f"{what}{where}; free some space or make the folder writable (or use --out elsewhere), then run "
+                 "the same command again (with --resume where it has one)", FAULT_EXIT)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130)
 
     return wrapper
+
+
+BOOKKEEPING = (CONFIG, ENV, LOG)
+
+
+@contextmanager
+def undo_on_usage_error(run_path: str | os.PathLike, existed: Optional[bool] = None) -> Iterator[None]:
+    """Take back what a command wrote into a run directory before a usage error (LtaugError) stopped it, so bad
+    input leaves nothing behind: a run directory this command created is removed when it holds nothing but
+    config.yaml / env.json / log.txt (and empty folders); in a run that existed and in which nothing else changed,
+    log.txt is cut back to its size before and a config.yaml / env.json this command wrote is removed. Work a stage
+    did (any other file written or changed) is never touched, and then neither is the log that records it.
+    existed: whether the folder was there before the command (default: whether it is there now)."""
+    path = Path(run_path).expanduser().absolute()
+    existed = path.exists() if existed is None else existed
+    log = path / LOG
+    log_size = log.stat().st_size if log.is_file() else None
+    had = {name: (path / name).exists() for name in BOOKKEEPING}
+    before = _files(path) if existed else {}
+    try:
+        yield
+    except LtaugError:
+        if not existed:
+            if path.is_dir() and not path.is_symlink() and _only_bookkeeping(path):
+                shutil.rmtree(path, ignore_errors=True)
+        elif path.is_dir() and _files(path) == before:
+            if log_size is not None and log.is_file() and not log.is_symlink():
+                with open(log, "r+b") as f:
+                    f.truncate(log_size)
+            for name in BOOKKEEPING:
+                p = path / name
+                if not had[name] and p.is_file() and not p.is_symlink():
+                    p.unlink()
+        raise
+
+
+def _files(path: Path) -> dict:
+    """(size, mtime) of every file in a run directory but its bookkeeping files (what a stage's work changes)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = Path(root) / f
+            if p.parent == path and f in BOOKKEEPING:
+                continue
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _only_bookkeeping(path: Path) -> bool:
+    """Whether a run directory holds only config.yaml, env.json, log.txt (and empty folders)."""
+    return not _files(path)
 
 
 def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any) -> Recipe:

@@ -13,6 +13,7 @@ from ltaug.cli.app import app
 from ltaug.cli.common import console, handle_errors
 from ltaug.config.data import BUILTIN_DATASETS, GROUP_NAMES, PROFILES
 from ltaug.errors import LtaugError
+from ltaug.space import require_writable
 
 data_app = typer.Typer(help="List the datasets, and show one's classes, counts and groups.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -56,6 +57,8 @@ def info_cmd(
 
     if profile not in PROFILES:
         raise LtaugError(f"--profile '{profile}': expected exp or step")
+    if plot is not None:
+        require_writable(plot.parent, "--plot")
     ds = load_dataset(name, split, data_root=data_root, download=download, imbalance_ratio=imbalance_ratio,
                       profile=profile, resolution=resolution)
     counts = ds.counts

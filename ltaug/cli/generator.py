@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
@@ -23,7 +24,8 @@ from ltaug.cli.common import (
 )
 from ltaug.cli.options import key_option
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import DEFAULT_ROOT, RunDir
+from ltaug.space import require_writable
 
 LossOpt = key_option("generator.loss", "--loss")
 StepsOpt = key_option("generator.steps", "--steps")
@@ -56,10 +58,12 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
 
     created = False
     if resume is not None:
+        require_writable(resume, "--resume")
         run_dir = resume
     else:
         resolve_device(r.device)  # fail on a bad device or dataset before any folder exists
         load_from_config(r.data)
+        require_writable(out if out is not None else DEFAULT_ROOT, "--out")
         if out is None:
             run_dir, created = RunDir.create(desc=f"{r.name}-{r.generator.loss}").path, True
         else:
@@ -67,7 +71,7 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
     try:
         result = train_generator(r, run_dir, resume=resume is not None, progress=not no_progress)
     except TrainingInterrupted as e:
-        err_console.print(f"[yellow]interrupted:[/] {e}", markup=True, highlight=False)
+        err_console.print(f"[yellow]interrupted:[/] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(130)
     except LtaugError:
         if created and not RunDir(run_dir).generator.exists():

@@ -9,9 +9,19 @@ import typer
 from rich.markup import escape
 
 from ltaug.cli.app import app
-from ltaug.cli.common import DeviceOpt, OutOpt, RecipeOpt, SetOpt, console, handle_errors, resolve_recipe
+from ltaug.cli.common import (
+    DeviceOpt,
+    OutOpt,
+    RecipeOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    resolve_recipe,
+    undo_on_usage_error,
+)
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import DEFAULT_ROOT, RunDir
+from ltaug.space import require_writable
 
 
 @app.command("run", help="The whole pipeline in one run directory: generator, synthesis, classifiers (real only and "
@@ -42,9 +52,12 @@ def run_cmd(
     from ltaug.pipeline import metrics_table, run_pipeline, summary_table
 
     resolve_device(cfg.device)  # a device that is not here: before any folder exists
+    require_writable(run.path if run else (out if out is not None else DEFAULT_ROOT), "--resume" if run else "--out")
+    existed = run is not None or (out is not None and out.exists())
     run = run or (RunDir(out) if out is not None else RunDir.create(None, cfg.name))
     console.print(f"run directory: [bold]{escape(str(run.path))}[/]")
-    summary = run_pipeline(cfg, run.path, progress=True)
+    with undo_on_usage_error(run.path, existed):  # e.g. a dataset that is not there: nothing is left behind
+        summary = run_pipeline(cfg, run.path, progress=True)
     console.print(summary_table(summary))
     if summary.get("generator_metrics"):
         console.print(metrics_table(summary))

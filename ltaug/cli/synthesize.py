@@ -76,9 +76,13 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
 
     from ltaug.device import resolve_device
     from ltaug.diffusion.checkpoint import load_generator
+    from ltaug.raycluster import check_address
+    from ltaug.space import space_note
     from ltaug.synth import default_out_dir, plan_for, plan_table, synthesize
+    from ltaug.synth.run import space_needed
 
     dev = resolve_device(r.device)
+    check_address(cfg.address)  # nothing listening there: fail in seconds, before loading anything
     gen = load_generator(run_dir, device=dev, ema=True)
     plan = plan_for(gen, cfg, r.seed)
     out_dir = out if out is not None else default_out_dir(gen)
@@ -89,6 +93,7 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
         console.print(f"checkpoint {gen.checkpoint_path} (step {gen.step}, sha256 {gen.checkpoint_sha256[:12]}), "
                       f"{cfg.sampler} {steps_txt}, guidance w = {cfg.w:g} (scale s = 1 + w = {1 + cfg.w:g}), "
                       f"-> {out_dir}", highlight=False, markup=False)
+        console.print(space_note(out_dir, space_needed(gen, cfg, plan, out_dir)), highlight=False, markup=False)
     res = synthesize(gen, cfg, out_dir, seed=r.seed, device=dev, progress=not quiet, overwrite=overwrite, plan=plan)
     if res.rejection and not quiet:
         table = Table(title=f"filter: own-label probability >= {cfg.min_confidence:g}")

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
 from ltaug.cli.common import OutOpt, console, handle_errors
 from ltaug.errors import LtaugError
-from ltaug.rundir import RunDir
+from ltaug.rundir import DEFAULT_ROOT, RunDir
+from ltaug.space import require_writable
 
 
 @app.command("tune", help="Sweep recipe keys (margin, tau schedule, synthetic ratio, ...) with Ray Tune; writes the "
@@ -27,23 +29,27 @@ def tune_cmd(
         help="where Ray Tune keeps trial results and checkpoints (default OUT/ray); on a multi-node cluster a "
              "shared path or a cloud URI (s3://..., gs://...)")] = None,
 ) -> None:
+    from ltaug.raycluster import check_address
     from ltaug.tune import load_sweep, run_sweep
 
     spec = load_sweep(sweep)
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
+    check_address(address)  # nothing listening there: fail in seconds, before a sweep directory exists
+    require_writable(out if out is not None else DEFAULT_ROOT, "--out")
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path
-    console.print(f"sweep directory: [bold]{out_dir}[/]")
+    console.print(f"sweep directory: [bold]{escape(str(out_dir))}[/]")
     result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, storage=storage)
-    table = Table(title=f"sweep {spec.name}: {spec.mode} {spec.metric}")
+    table = Table(title=escape(f"sweep {spec.name}: {spec.mode} {spec.metric}"))
     keys = list(spec.space)
     for k in keys + [spec.metric, "status"]:
-        table.add_column(k)
+        table.add_column(escape(k))
     for t in result["trials"]:
         m = t["metric"]
-        table.add_row(*[str(t["config"].get(k)) for k in keys], "–" if m is None else f"{m:.4g}",
-                      t["status"] if not t["error"] else f"[red]{t['error'][:60]}[/]")
+        table.add_row(*[escape(str(t["config"].get(k))) for k in keys], "–" if m is None else f"{m:.4g}",
+                      t["status"] if not t["error"] else f"[red]{escape(t['error'][:60])}[/]")
     console.print(table)
-    console.print(f"best: {result['best']['config']} -> {spec.metric} = {result['best']['metric']:.4g}")
-    console.print(f"best recipe: [bold]{result['best_recipe']}[/] (ltaug run --recipe {result['best_recipe']})")
-    console.print(f"plot: {Path(out_dir) / 'sweep.png'}")
+    console.print(escape(f"best: {result['best']['config']} -> {spec.metric} = {result['best']['metric']:.4g}"))
+    best = escape(str(result["best_recipe"]))
+    console.print(f"best recipe: [bold]{best}[/] (ltaug run --recipe {best})")
+    console.print(f"plot: {Path(out_dir) / 'sweep.png'}", markup=False, highlight=False)

@@ -15,6 +15,7 @@ import gzip
 import importlib.util
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -119,43 +120,61 @@ def _mnist_lt(split: str, imbalance_ratio: float, profile: str, subset_seed: int
 # ----------------------------------------------------------------------------------------------- CIFAR
 
 
-def _cifar_class(num_classes: int):
-    base = CIFAR10 if num_classes == 10 else CIFAR100
-
-    class _Reader(base):  # torchvision's reader; presence checks instead of an md5 of every file on each load
-        def _check_integrity(self) -> bool:
-            root = Path(self.root) / self.base_folder
-            return all((root / name).is_file() for name, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    return base, _Reader
+def _cifar_base(num_classes: int):
+    """torchvision's CIFAR class: its folder name, file lists and their md5 sums (what it verifies)."""
+    return CIFAR10 if num_classes == 10 else CIFAR100
 
 
 def cifar_folder(num_classes: int, data_root: Path) -> Path:
-    base, _ = _cifar_class(num_classes)
-    return Path(data_root) / base.base_folder
+    return Path(data_root) / _cifar_base(num_classes).base_folder
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds only plain data (dicts, lists, strings, bytes, numbers) and numpy arrays: a pickle
+    naming any other global (os.system, builtins.exec, subprocess, ...) is refused before anything runs, so a crafted
+    file under --data-root cannot execute code. (torchvision's own reader unpickles with plain `pickle.load` after an
+    md5 check; ltaug reads the same files without trusting them, so CIFAR files written locally in the same format,
+    e.g. a subset, stay readable.)"""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global '{module}.{name}' (only arrays and plain data)")
+
+
+def safe_unpickle(path: str | os.PathLike):
+    """Unpickle a data file with `_ArraysOnly` (latin1 strings, as CIFAR's Python 2 pickles need)."""
+    with open(path, "rb") as f:
+        return _ArraysOnly(f, encoding="latin1").load()
 
 
 def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, list]:
-    base, reader = _cifar_class(num_classes)
+    base = _cifar_base(num_classes)
     folder = Path(data_root) / base.base_folder
     if download:
         base(root=str(data_root), train=train, download=True)  # torchvision downloads and checks md5
-    try:
-        ds = reader(root=str(data_root), train=train, download=False)
-    except RuntimeError:
+    files = (base.train_list if train else base.test_list) + [(base.meta["filename"], base.meta["md5"])]
+    missing = [name for name, _ in files if not (folder / name).is_file()]
+    if missing:
         raise LtaugError(
-            f"CIFAR-{num_classes} not found: expected torchvision's '{base.base_folder}' folder in {data_root}. "
-            f"Add --download to fetch it there, or point --data-root at a folder that has it."
-        ) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as e:
-        raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt ({e}); delete them and use "
-                         "--download") from None
-    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+            f"CIFAR-{num_classes} not found: expected torchvision's '{base.base_folder}' folder in {data_root} "
+            f"(missing {', '.join(missing[:3])}). Add --download to fetch it there, or point --data-root at a folder "
+            f"that has it.")
+    try:
+        entries = [safe_unpickle(folder / name) for name, _ in files[:-1]]
+        meta = safe_unpickle(folder / base.meta["filename"])
+        data = np.vstack([e["data"] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        labels = [y for e in entries for y in (e["labels"] if "labels" in e else e["fine_labels"])]
+        classes = list(meta[base.meta["key"]])
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError) as e:
+        raise LtaugError(f"CIFAR-{num_classes} files in {folder} are corrupt or not CIFAR data ({e}); delete them and "
+                         "use --download") from None
+    return np.ascontiguousarray(data, dtype=np.uint8), np.asarray(labels, dtype=np.int64), classes
 
 
 def _cifar(num_classes: int, split: str, data_root: Path, download: bool, imbalance_ratio: float, profile: str,
@@ -197,6 +216,8 @@ def load_npz(path: str | os.PathLike) -> LTDataset:
         raise LtaugError(f"npz file {path} is corrupt or not an npz archive ({e})") from None
     if images.ndim == 3:
         images = images[..., None]
+    if images.ndim >= 1 and len(images) == 0:
+        raise LtaugError(f"npz file {path} holds no images; a dataset needs at least one image per class")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise LtaugError(f"npz file {path}: 'images' must be uint8 [N, H, W, 1|3], got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
@@ -235,9 +256,14 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0
     any_color = False
     for p, label in files:
         try:
-            img = Image.open(p)
-            img.load()
-        except (UnidentifiedImageError, OSError) as e:
+            with warnings.catch_warnings():  # PIL warns from MAX_IMAGE_PIXELS and raises from twice that
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(p)
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise LtaugError(f"{p} is too large to decode safely ({e}); it looks like a decompression bomb: remove it "
+                             "from the folder") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise LtaugError(f"{p} is not a readable image ({e.__class__.__name__}); remove it from the "
                              "folder") from None
         any_color |= img.mode not in ("L", "1", "I;16", "I", "LA")
@@ -263,6 +289,9 @@ def load_dataset(name: str, split: str = "train", *, data_root: str | os.PathLik
     Returns uint8 images [N, resolution, resolution, C] and int64 labels.
     """
     _check_name(name)
+    if not isinstance(resolution, int) or resolution < 8:
+        raise LtaugError(f"--resolution {resolution}: the image side must be at least 8 pixels (recipe key "
+                         "data.resolution)")
     if split not in ("train", "test", "val"):
         raise LtaugError(f"split '{split}': expected train, val or test")
     if split == "val" and name not in ("mnist-lt", "cifar10-lt", "cifar100-lt"):

@@ -18,6 +18,7 @@ of class sub-folders (any images) and npz archives, so any synthetic set can be 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -42,13 +43,22 @@ OUTPUT_DIRS = ("evaluate",)  # folders other stages may write inside a synthetic
 IDENTITY_KEYS = ("checkpoint_sha256", "sampler", "steps", "eta", "variance", "w", "seed", "clip_x0", "filter", "amp")
 
 
+MAX_DIR_BYTES = 96  # a class folder name at most (file systems allow 255 bytes; some encrypted ones 143)
+
+
 def class_dirs(classes: list[str]) -> list[str]:
-    """A safe, unique folder name per class (the class name, with path characters replaced)."""
+    """A safe, unique folder name per class: the class name with path characters replaced, and a name longer than
+    MAX_DIR_BYTES cut and suffixed with a hash of the whole name (`long-na~3f2a9c01d4`). The real names are kept in
+    settings.json, plan.json and every manifest line."""
     out, seen = [], set()
     for i, c in enumerate(classes):
-        name = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", str(c)).strip() or f"class_{i}"
+        name = re.sub(r'[\\/:*?"<>|\x00-\x1f\x7f]', "_", str(c)).strip() or f"class_{i}"
         if name in (".", "..") or name.startswith("."):
             name = f"class_{i}_{name.lstrip('.')}"
+        if len(name.encode()) > MAX_DIR_BYTES:
+            digest = hashlib.sha256(str(c).encode()).hexdigest()[:10]
+            head = name.encode()[:MAX_DIR_BYTES - len(digest) - 1].decode("utf-8", "ignore").rstrip()
+            name = f"{head}~{digest}"
         if name in seen:
             name = f"{name}_{i}"
         seen.add(name)

@@ -24,8 +24,9 @@ from ltaug.config.generator import GeneratorConfig
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet
 from ltaug.errors import LtaugError
-from ltaug.files import atomic_write, atomic_write_json, sha256_file
+from ltaug.files import atomic_write, atomic_write_json, remove_temporaries, sha256_file
 from ltaug.rundir import RunDir
+from ltaug.space import as_fault
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.pt$")
 
@@ -43,15 +44,85 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def state_nbytes(obj) -> int:
+    """The bytes of every tensor in a (nested) checkpoint dict: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(state: dict, ckpt_dir: str | Path, keep: int) -> Path:
-    """Write `state` as ckpt-<step>.pt (temporary name, then rename) and delete all but the newest `keep`."""
+    """Write `state` as ckpt-<step>.pt (temporary name, then rename) and delete all but the newest `keep`. A full
+    disk raises ltaug.space.WriteFault naming the checkpoint's size; the temporary file is gone and the previous
+    checkpoints are untouched (so the run resumes from the last one)."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / checkpoint_name(int(state["step"]))
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f), size_hint=state_nbytes(state) + 64 * 1024)
     for old in list_checkpoints(d)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def clean_partial(generator_dir: str | Path) -> list[Path]:
+    """Delete what a generator run killed mid-write leaves (temporary checkpoints, grids, metrics; a half-exported
+    diffusers folder). Called by train_generator while it holds the generator folder's lock."""
+    g = Path(generator_dir)
+    removed = remove_temporaries(g / "checkpoints") + remove_temporaries(g / "grids") + remove_temporaries(g)
+    for name in (".diffusers.tmp", ".diffusers.old"):
+        p = g / name
+        if p.is_symlink():
+            p.unlink()
+            removed.append(p)
+        elif p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+# What a resumed generator run may change: how long it trains, how often it logs, draws and saves, and how the same
+# arithmetic runs (device, compile, memory format). Everything else changes what is trained and is refused.
+RESUMABLE = {"generator": ("steps", "log_every", "grid_every", "grid_cols", "grid_steps", "grid_w", "ckpt_every",
+                           "keep_ckpts", "compile", "channels_last"),
+             "data": ("data_root", "download")}
+CHECKED_SECTIONS = ("generator", "data")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_recipe(saved: dict, recipe: dict, ckpt: Path) -> None:
+    """Refuse to resume `ckpt` with a recipe that changes what is trained (the loss or any of its options, the
+    learning rate, the batch, the schedule, the data, the seed): the classifier's rule too. saved: the checkpoint's
+    `config` (the resolved recipe it was trained with; checks nothing when absent, as in checkpoints older than
+    it). Only the keys in RESUMABLE (steps, logging, grids, checkpoint cadence, compile, memory format) may differ."""
+    if not saved:
+        return
+    allowed = {f"{section}.{k}" for section, keys in RESUMABLE.items() for k in keys}
+    a = {k: v for k, v in _flat({s: saved.get(s, {}) for s in CHECKED_SECTIONS}).items() if k not in allowed}
+    b = {k: v for k, v in _flat({s: recipe.get(s, {}) for s in CHECKED_SECTIONS}).items() if k not in allowed}
+    if "seed" in saved:
+        a["seed"], b["seed"] = saved.get("seed"), recipe.get("seed")
+    diff = [k for k in sorted(set(a) | set(b)) if k in a and k in b and a[k] != b[k]]
+    if diff:
+        k = diff[0]
+        more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])}{', ...' if len(diff) > 4 else ''})" \
+            if len(diff) > 1 else ""
+        raise LtaugError(f"--resume: recipe key '{k}' is {b[k]!r} but checkpoint {ckpt} was trained with "
+                         f"{a[k]!r}{more}; a resumed run continues the same training (only the number of steps, "
+                         f"logging, grids and checkpoint cadence may change): resume without that change, or "
+                         f"start a new run with --out")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -135,10 +206,23 @@ def export_diffusers(net, meta: dict, out_dir: str | Path) -> Path:
     into a temporary folder first, then swap it in, so out_dir is never half-written."""
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()  # never write through a link
     shutil.rmtree(tmp, ignore_errors=True)
-    net.unet.save_pretrained(tmp)
-    atomic_write_json(tmp / "ltaug.json", {**meta, "null_class": meta.get("num_classes"),
-                                           "usage": "UNet2DModel.from_pretrained(dir)(x, t, class_labels=y).sample"})
+    try:
+        net.unet.save_pretrained(tmp)
+        usage = "UNet2DModel.from_pretrained(dir)(x, t, class_labels=y).sample"
+        atomic_write_json(tmp / "ltaug.json", {**meta, "null_class": meta.get("num_classes"), "usage": usage})
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        size = sum(p.numel() * p.element_size() for p in net.unet.parameters())
+        fault = as_fault(e, out / "diffusion_pytorch_model.safetensors", size)
+        if fault is None and isinstance(e, Exception) and "No space left" in str(e):  # safetensors' own error type
+            fault = as_fault(OSError(28, "No space left on device"), out / "diffusion_pytorch_model.safetensors",
+                             size)
+        if fault is not None:
+            raise fault from None
+        raise
     old: Optional[Path] = None
     if out.exists():
         old = out.with_name(f".{out.name}.old")

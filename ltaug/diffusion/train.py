@@ -35,6 +35,8 @@ from ltaug.diffusion.batches import BatchOrder, mix_seed
 from ltaug.diffusion.checkpoint import (
     architecture,
     check_compatible,
+    check_resume_recipe,
+    clean_partial,
     export_diffusers,
     list_checkpoints,
     load_checkpoint,
@@ -48,6 +50,7 @@ from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet, count_parameters
 from ltaug.errors import LtaugError
 from ltaug.files import append_jsonl, atomic_write_json
+from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
 from ltaug.rundir import RunDir
 from ltaug.signals import StopRequest
@@ -80,6 +83,7 @@ class GeneratorResult:
     generator_dir: Path
 
 
+@holds_lock(lambda a: RunDir(a["run_dir"]).generator, "train-generator")  # one writer per run (ltaug.locks)
 def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool = False,
                     report: Optional[ReportFn] = None, progress: bool = True) -> GeneratorResult:
     """Train (or, with resume=True, continue) the class-conditional diffusion model of `recipe` in `run_dir`.
@@ -113,9 +117,13 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
             raise LtaugError(f"--resume {run.path}: no checkpoint in {run.checkpoints}; start the run without --resume")
         state = load_checkpoint(existing[-1])
         check_compatible(state.get("meta") or {}, arch, existing[-1])
+        check_resume_recipe(state.get("config") or {}, to_dict(recipe), existing[-1])
     elif existing:
         raise LtaugError(f"{run.generator} already has checkpoints; continue it with --resume {run.path}, or pick a "
                          "new --out")
+
+    if dist.is_main:
+        clean_partial(run.generator)  # temporary files of a run killed mid-write (we hold the folder's lock)
 
     # Model, EMA, optimizer, and the state of a resumed run.
     torch.manual_seed(recipe.seed)

