@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ltaug.data.longtail import GROUPS, group_of
-from ltaug.data.plot import GROUP_COLORS, plot_class_histogram
+from ltaug.data.plot import GROUP_COLORS, plain, plot_class_histogram
 from ltaug.data.synthetic import GRID
 from ltaug.files import atomic_savefig, atomic_write_text, read_json, read_jsonl
 from ltaug.rundir import RunDir
@@ -74,7 +74,7 @@ def plot_per_class_comparison(real: dict, synth: dict, classes: list[str], group
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlabel("class (head to tail)")
     if len(classes) <= 20:
-        ax.set_xticks(x, classes, rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(x, [plain(c) for c in classes], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title("per-class accuracy, with versus without synthetic data")

@@ -217,3 +217,16 @@ def test_synth_settings_identity_normalizes_what_a_sampler_ignores():
     assert a.identity(1000) == b.identity(1000) and a.identity(1000)["steps"] == 1000
     c = dataclasses.replace(a, sampler="ddim")
     assert c.identity(1000)["variance"] is None and c.identity(1000)["eta"] == 0.3
+
+
+def test_plots_show_class_names_with_dollar_signs_literally(tmp_path):
+    """`$` starts mathtext in matplotlib; a class named '$5 bill' (or an unbalanced '$') must not break a plot."""
+    from ltaug.classify.plots import plot_per_class_accuracy
+    from ltaug.data.plot import plot_class_histogram
+    from ltaug.metrics.overlap import plot_overlap
+
+    names = ["$5 bill", "a$b", r"\frac"]
+    plot_class_histogram([50, 10, 2], names, tmp_path / "h.png")
+    plot_per_class_accuracy([0.5, 0.2, None], names, [50, 10, 2], tmp_path / "p.png", title="top-1 $")
+    plot_overlap(np.eye(3), names, tmp_path / "o.png")
+    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("h.png", "p.png", "o.png"))

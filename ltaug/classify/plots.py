@@ -9,6 +9,7 @@ from matplotlib.patches import Patch
 
 from ltaug.data.longtail import GROUP_NAMES, group_of
 from ltaug.data.plot import GROUP_COLORS as COLORS  # one palette for every plot
+from ltaug.data.plot import plain
 from ltaug.files import atomic_savefig
 
 
@@ -25,7 +26,7 @@ def _legend(ax, groups: list[str]) -> None:
 def _xticks(ax, classes: list[str], counts: list[int]) -> None:
     if len(classes) <= 30:
         ax.set_xticks(range(len(classes)))
-        ax.set_xticklabels([f"{c}\n({n})" for c, n in zip(classes, counts)], fontsize=7,
+        ax.set_xticklabels([f"{plain(c)}\n({n})" for c, n in zip(classes, counts)], fontsize=7,
                            rotation=0 if len(classes) <= 12 else 90)
     ax.set_xlabel("class (real training images), head to tail as in the dataset order")
 
@@ -38,7 +39,7 @@ def plot_per_class_accuracy(per_class: list, classes: list[str], train_counts: l
     ax.bar(range(len(classes)), [100 * (a or 0.0) for a in per_class], color=[COLORS[g] for g in groups])
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "per-class accuracy")
+    ax.set_title(plain(title or "per-class accuracy"))
     _xticks(ax, classes, train_counts)
     _legend(ax, groups)
     fig.tight_layout()
@@ -54,7 +55,7 @@ def plot_gain(per_class: list, per_class_other: list, classes: list[str], train_
     ax.bar(range(len(classes)), gain, color=[COLORS[g] for g in groups])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("accuracy gain (points)")
-    ax.set_title(title or "per-class accuracy gain")
+    ax.set_title(plain(title or "per-class accuracy gain"))
     _xticks(ax, classes, train_counts)
     _legend(ax, groups)
     fig.tight_layout()

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ltaug.data.longtail import class_groups, group_of
+from ltaug.data.plot import plain
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_savefig
 
@@ -94,8 +95,8 @@ def plot_overlap(matrix: np.ndarray, classes: list[str], path: str | os.PathLike
     ax = fig.subplots()
     im = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="viridis", vmin=0.0, vmax=1.0)
     if c <= 40:
-        ax.set_xticks(range(c), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(c), classes, fontsize=8)
+        ax.set_xticks(range(c), [plain(x) for x in classes], rotation=90, fontsize=8)
+        ax.set_yticks(range(c), [plain(x) for x in classes], fontsize=8)
     if c <= 12:
         for i in range(c):
             for j in range(c):
