@@ -112,8 +112,24 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
                              f"e.g. {{grid: [0.01, 0.1]}}")
         _check_dist(p, key, *next(iter(dist.items())))
     # every swept key must exist in the recipe: resolve the base recipe with a first value of each
-    load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
+    first = load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
+    _check_loss_keys(spec, p, first.generator.loss)
     return spec
+
+
+# The loss options each generator loss reads: a sweep over the others would train identical generators.
+LOSS_SECTIONS = {"generator.diffrop.": ("diffrop", "cbdm+diffrop"), "generator.cbdm.": ("cbdm", "cbdm+diffrop")}
+
+
+def _check_loss_keys(spec: SweepSpec, p: Path, loss: str) -> None:
+    if "generator.loss" in spec.space:
+        return
+    for key in spec.space:
+        for prefix, losses in LOSS_SECTIONS.items():
+            if key.startswith(prefix) and loss not in losses:
+                raise LtaugError(f"sweep file {p}: '{key}' is read only by generator.loss {' or '.join(losses)}, but "
+                                 f"the sweep's recipe trains with '{loss}' (every trial would be the same); add "
+                                 f"generator.loss={losses[0]} to the sweep's 'set'")
 
 
 def _check_fields(spec: SweepSpec, p: Path) -> None:

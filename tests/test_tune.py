@@ -73,6 +73,16 @@ def test_bad_sweep_files(tmp_path):
     bad.write_text(yaml.safe_dump(spec))
     with pytest.raises(LtaugError, match="generator keys"):
         load_sweep(bad)
+    # a DiffROP option swept under a recipe that trains with ddpm: every trial would be the same generator
+    spec["metric"] = "val_agreement.few"
+    spec["space"] = {"generator.diffrop.margin": {"grid": [0.01, 0.1]}}
+    spec["set"] = [*BASE_SET, "generator.loss=ddpm"]
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(LtaugError, match="generator.loss=diffrop"):
+        load_sweep(bad)
+    spec["set"] = [*BASE_SET, "generator.loss=cbdm+diffrop"]
+    bad.write_text(yaml.safe_dump(spec))
+    assert load_sweep(bad).space
 
 
 def _tune_cmd(sweep: Path, out: Path, *extra: str) -> list[str]:
@@ -132,7 +142,7 @@ def test_generator_sweep_reports_the_judges_agreement_at_each_checkpoint(tmp_pat
     ASHA can stop bad generators on); no test-set number reaches Tune."""
     sets = [s for s in BASE_SET if not s.startswith("classifier.")] + [
         "generator.steps=4", "generator.ckpt_every=2", "generator.log_every=1", "classifier.epochs=1",
-        "classifier.model=test_cifar_resnet", "classifier.batch_size=64", "synth.steps=2"]
+        "classifier.model=test_cifar_resnet", "classifier.batch_size=64", "synth.steps=2", "generator.loss=diffrop"]
     sweep = tmp_path / "g.yaml"
     sweep.write_text(yaml.safe_dump({"recipe": "mnist_lt", "set": sets, "metric": "val_agreement.few",
                                      "mode": "max", "scheduler": "asha", "max_concurrent": 1,

@@ -69,7 +69,7 @@ class GeneratorConfig(Section):
 
     preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), cpu (1.1M, 0.6x small's step), "
                       "tiny (tests)", choices=PRESETS)
-    loss: str = opt("diffrop", "training loss", choices=LOSSES)
+    loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, README Results)", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)
     lr: float = opt(1e-3, "Adam learning rate (2e-4 for ddpm-cifar)", min=0.0)
