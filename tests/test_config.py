@@ -75,3 +75,13 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     os.umask(umask)
     assert mode == 0o666 & ~umask
     assert not list(tmp_path.glob(".a.txt.*"))  # no temporary file left behind
+
+
+def test_set_reads_exponent_floats_yaml_leaves_as_text():
+    """YAML 1.1 reads `1e-9` (no dot) as a string; a float key takes it as the number, a text key keeps it."""
+    from ltaug.config import load_recipe
+
+    r = load_recipe("mnist_lt", ["generator.lr=1e-9", "generator.diffrop.margin=5e-3", "classifier.model=1e3"])
+    assert r.generator.lr == 1e-9 and r.generator.diffrop.margin == 0.005 and r.classifier.model == "1e3"
+    with pytest.raises(LtaugError, match="generator.lr.*expected float"):
+        load_recipe("mnist_lt", ["generator.lr=1e-9x"])
