@@ -23,6 +23,9 @@ class ClassifierConfig(Section):
     model: str = opt("cifar_resnet8", "any timm model name; ltaug registers cifar_resnet8/20/32/44/56/110 "
                                       "(cifar_resnet32 is the published CIFAR-LT backbone)")
     pretrained: bool = opt(False, "load timm's pretrained weights (needs the Hugging Face hub)")
+    init: str = opt("", "start from a trained classifier: a classifier folder (checkpoint.pt or timm's config.json + "
+                        "model.safetensors) or a Hub id; same model, a fresh head when its classes differ",
+                    flag="--init")
     epochs: int = opt(10, "training epochs (the published CIFAR-LT recipe: 200)", min=1)
     batch_size: int = opt(64, "images per step (the published CIFAR-LT recipe: 128)", min=1)
     lr: float = opt(0.1, "SGD learning rate after warmup", min=0.0)
