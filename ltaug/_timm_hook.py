@@ -24,8 +24,9 @@ class _AfterTimm(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != "timm":
             return None
-        sys.meta_path.remove(self)  # one shot; also keeps the lookup below from finding this finder again
         for finder in sys.meta_path:
+            if finder is self:
+                continue
             spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
             if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
                 spec.loader = _ThenRegister(spec.loader)
@@ -42,10 +43,15 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
+        _uninstall()  # one shot (a bare importlib.util.find_spec("timm"), as diffusers does, consumes nothing)
         _register()
 
     def __getattr__(self, name):  # get_resource_reader, is_package, ... of the real loader
         return getattr(self.loader, name)
+
+
+def _uninstall() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterTimm)]
 
 
 def install() -> None:

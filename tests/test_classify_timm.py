@@ -170,7 +170,14 @@ def test_a_hub_id_offline_names_the_flag_and_exits_2(tmp_path, flag, monkeypatch
 
 
 def test_import_ltaug_registers_with_timm_without_importing_torch():
-    code = ("import sys, ltaug; assert 'torch' not in sys.modules; import timm; "
+    code = ("import sys, importlib.util, ltaug; assert 'torch' not in sys.modules; "
+            "importlib.util.find_spec('timm'); import diffusers, timm; "  # diffusers looks timm up first
             "print(timm.is_model('cifar_resnet32'), timm.is_model('test_cifar_resnet'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_init_and_pretrained_together_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), "--init", str(tmp_path),
+                                      "--pretrained"])
+    assert result.exit_code == 2 and "choose one" in result.output, result.output

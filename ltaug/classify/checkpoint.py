@@ -26,6 +26,7 @@ from ltaug.data.sources import to_resolution
 from ltaug.errors import LtaugError
 
 CHECKPOINT = "checkpoint.pt"
+HUB_FILES = [CHECKPOINT, "config.json", WEIGHTS]  # what is fetched of a classifier's Hub repository
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ltaug.classify.checkpoint import CHECKPOINT, read_checkpoint
+from ltaug.classify.checkpoint import CHECKPOINT, HUB_FILES, read_checkpoint
 from ltaug.classify.timm_format import WEIGHTS, read_timm_config
 from ltaug.errors import LtaugError
 from ltaug.hub import resolve
@@ -24,7 +24,7 @@ FLAG = "--init"
 
 def _source(ref: str) -> tuple[Path, dict, str, list[str]]:
     """(where, state_dict, architecture, classes) of the classifier REF names."""
-    path = resolve(ref, flag=FLAG)
+    path = resolve(ref, flag=FLAG, allow_patterns=HUB_FILES)
     if path.is_file() or (path / CHECKPOINT).is_file():
         ckpt = read_checkpoint(path)
         meta = ckpt.get("meta") or {}

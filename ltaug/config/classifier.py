@@ -62,6 +62,9 @@ class ClassifierConfig(Section):
                           "at the end only); the test set is read once, at the end", min=0)
 
     def validate(self) -> None:
+        if self.init and self.pretrained:
+            raise LtaugError(f"--init {self.init} and --pretrained: choose one (--init loads all the weights, "
+                             "--pretrained timm's)")
         if len(self.milestones) != len(self.decay):
             raise LtaugError(f"recipe keys 'classifier.milestones' ({self.milestones}) and 'classifier.decay' "
                              f"({self.decay}) must have the same length")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltaug.classify.checkpoint import load_classifier, predict_proba, weights_file
+from ltaug.classify.checkpoint import HUB_FILES, load_classifier, predict_proba, weights_file
 from ltaug.errors import LtaugError
 from ltaug.files import sha256_file
 from ltaug.hub import resolve
@@ -17,7 +17,7 @@ class ConfidenceFilter:
     """Loads the classifier once (ltaug.classify.load_classifier) and scores images of known labels."""
 
     def __init__(self, path: str | Path, min_confidence: float, classes: list[str], device: str = "cpu"):
-        path = resolve(path, flag="--filter-classifier")  # a local folder or file, or a Hub id
+        path = resolve(path, flag="--filter-classifier", allow_patterns=HUB_FILES)  # local, or a Hub id
         self.model, self.meta = load_classifier(path, device=device)
         theirs = [str(c) for c in self.meta.get("classes", [])]
         if theirs and theirs != [str(c) for c in classes]:
