@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ltaug  # noqa: F401  (what a timm user imports: registers the CIFAR ResNets)
-from ltaug.classify.checkpoint import load_classifier, predict_logits, read_checkpoint
+from ltaug.classify.checkpoint import load_classifier, predict_logits, read_checkpoint, write_timm_files
 from ltaug.classify.init import init_from
 from ltaug.classify.models import build_model
 from ltaug.classify.train import train_classifier
@@ -89,6 +89,12 @@ def test_a_timm_only_folder_loads_through_ltaug_and_a_changed_head_goes_back_to_
     test = load_dataset("mnist-lt", "test")
     ref, ref_meta = load_classifier(out)
     assert np.allclose(predict_logits(model, meta, test.images[:64]), predict_logits(ref, ref_meta, test.images[:64]))
+
+    old = tmp_path / "trained-before"  # a folder without the timm files gets them from its checkpoint
+    old.mkdir()
+    (old / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    write_timm_files(old)
+    assert json.loads((old / "config.json").read_text()) == json.loads((out / "config.json").read_text())
 
     f = ConfidenceFilter(str(only), 0.5, [str(d) for d in range(10)])  # --filter-classifier takes one too
     assert len(f.sha256) == 64 and f.confidence(test.images[:4], test.labels[:4]).shape == (4,)

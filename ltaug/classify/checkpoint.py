@@ -21,7 +21,7 @@ import torch
 
 from ltaug.classify.augment import to_input
 from ltaug.classify.models import build_model
-from ltaug.classify.timm_format import WEIGHTS, load_timm, read_timm_config
+from ltaug.classify.timm_format import WEIGHTS, load_timm, read_timm_config, save_timm
 from ltaug.data.sources import to_resolution
 from ltaug.errors import LtaugError
 
@@ -72,6 +72,13 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"], normed_head=meta["normed_head"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), meta
+
+
+def write_timm_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(Re)write a classifier folder's timm files from its checkpoint.pt (a folder trained before they existed)."""
+    model, meta = load_classifier(path)
+    folder = checkpoint_path(path).parent
+    return save_timm(model, meta, folder)
 
 
 @torch.no_grad()
