@@ -101,8 +101,8 @@ def test_a_source_that_does_not_fit_exits_2_naming_the_key_and_writes_nothing(tm
     src = tmp_path / "src"
     make(src)
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["train-generator", "--out", str(out), "--steps", "1",
-                                 "--set", f"generator.init_from={src}", *QUICK])
+    r = CliRunner().invoke(app, ["train-generator", "--out", str(out), "--steps", "1", "--init-from", str(src),
+                                 *QUICK])
     assert r.exit_code == 2, r.output
     text = " ".join(r.output.split())
     assert "generator.init_from" in text and match in text and "Traceback" not in text

@@ -72,7 +72,7 @@ class GeneratorConfig(Section):
     init_from: str = opt("", "start from a pretrained diffusers UNet2DModel: a folder (config.json + "
                              "diffusion_pytorch_model.safetensors, or a pipeline folder with unet/) or a Hub id; its "
                              "architecture replaces the preset, a zero class embedding (classes + null) is added; "
-                             "empty = train from scratch")
+                             "empty = train from scratch", flag="--init-from")
     loss: str = opt("diffrop", "training loss", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)
