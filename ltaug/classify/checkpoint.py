@@ -5,6 +5,10 @@
    "synthetic": [paths], "ltaug": version}
 where meta = {model, classes, in_chans, resolution, mean, std, counts (real training counts), train_counts (real +
 synthetic), normed_head, logit_scale}: everything needed to rebuild the model and feed it images.
+
+A folder may instead (or also) hold the timm-format files (config.json + model.safetensors, ltaug.classify.
+timm_format): a classifier fetched from the Hub, or any timm model saved with `save_for_hf`. `load_classifier`
+reads checkpoint.pt when there is one, else those.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import torch
 
 from ltaug.classify.augment import to_input
 from ltaug.classify.models import build_model
+from ltaug.classify.timm_format import WEIGHTS, load_timm, read_timm_config, save_timm
 from ltaug.data.sources import to_resolution
 from ltaug.errors import LtaugError
 
 CHECKPOINT = "checkpoint.pt"
+HUB_FILES = [CHECKPOINT, "config.json", WEIGHTS]  # what is fetched of a classifier's Hub repository
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
@@ -29,12 +35,22 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def weights_file(path: str | os.PathLike) -> Path:
+    """The file whose bytes identify a classifier: checkpoint.pt, or model.safetensors of a timm-only folder."""
+    file = checkpoint_path(path)
+    folder = Path(path).expanduser()
+    if not file.is_file() and folder.is_dir() and read_timm_config(folder) is not None:
+        return folder / WEIGHTS
+    return file
+
+
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Load a checkpoint dict (weights_only). Raises LtaugError for a missing or unreadable file."""
     file = checkpoint_path(path)
     if not file.is_file():
         raise LtaugError(f"no classifier checkpoint at {file}; expected a classifier folder (with {CHECKPOINT}, "
-                         f"written by `ltaug train-classifier`) or the checkpoint file itself")
+                         f"written by `ltaug train-classifier`, or timm's config.json + {WEIGHTS}) or the "
+                         f"checkpoint file itself")
     try:
         return torch.load(file, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a torn or foreign file
@@ -46,12 +62,23 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     meta: classes [C] names, in_chans, resolution, mean / std (per channel, [0, 1] units), counts (real training
     counts per class), model (timm name), logit_scale (multiply logits by it before a softmax).
+    A folder without checkpoint.pt but with timm's config.json + model.safetensors is loaded through timm.
     """
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not (folder / CHECKPOINT).is_file() and read_timm_config(folder) is not None:
+        return load_timm(folder, device)
     ckpt = read_checkpoint(path, device)
     meta = dict(ckpt["meta"])
     model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"], normed_head=meta["normed_head"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), meta
+
+
+def write_timm_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(Re)write a classifier folder's timm files from its checkpoint.pt (a folder trained before they existed)."""
+    model, meta = load_classifier(path)
+    folder = checkpoint_path(path).parent
+    return save_timm(model, meta, folder)
 
 
 @torch.no_grad()

@@ -19,15 +19,16 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import register_model
+from timm.models import build_model_with_cfg, register_model
 
 from ltaug.errors import LtaugError
 
 
-# A timm-style configuration: input size and the absence of pretrained weights, for timm's tools that read it.
+# timm's pretrained_cfg of a fresh model. A trained classifier's folder overrides input_size, mean and std with what
+# its training used (ltaug.classify.timm_format); crop_pct 1 and bicubic are what ltaug's own resizing does.
 def _cfg(**kw) -> dict:
     return {"input_size": (3, 32, 32), "num_classes": 10, "pool_size": None, "crop_pct": 1.0,
-            "interpolation": "bilinear", "first_conv": "stem.0", "classifier": "fc", "url": "", **kw}
+            "interpolation": "bicubic", "first_conv": "stem.0", "classifier": "fc", **kw}
 
 
 class _BasicBlock(nn.Module):
@@ -71,7 +72,7 @@ class CifarResNet(nn.Module):
     """CIFAR ResNet-(6n+2). Input [N, in_chans, H, W] float (normalized), output logits [N, num_classes]."""
 
     def __init__(self, blocks_per_stage: int = 5, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 10,
-                 in_chans: int = 3, normed_head: bool = False, drop_rate: float = 0.0, **_ignored):
+                 in_chans: int = 3, normed_head: bool = False, drop_rate: float = 0.0):
         super().__init__()
         self.num_classes, self.in_chans, self.normed_head = num_classes, in_chans, normed_head
         self.num_features = widths[-1]
@@ -87,6 +88,9 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.fc = self._head(num_classes)
+        # what timm's features_only wrapper reads (module names as seen after flattening the Sequentials)
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="stem.2")] + [
+            dict(num_chs=w, reduction=2 ** i, module=f"stages.{i}") for i, w in enumerate(widths)]
         for m in self.modules():  # He init for convs, as the reference implementations
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -118,16 +122,30 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# The keyword arguments ltaug's CIFAR ResNets take (plus timm's features_only / out_indices); any other timm option
+# (drop_path_rate, global_pool, img_size, ...) is refused rather than dropped, so a model never silently differs
+# from what was asked.
+SUPPORTED_KWARGS = ("num_classes", "in_chans", "normed_head", "drop_rate", "features_only", "out_indices")
+_TIMM_PLUMBING = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_model_args")
+_WEIGHT_SOURCES = ("file", "url", "hf_hub_id", "state_dict")
+
+
 def _create(n: int, widths: tuple[int, ...], pretrained: bool, name: str, **kwargs) -> CifarResNet:
-    if pretrained:
+    unknown = sorted(k for k in kwargs if k not in SUPPORTED_KWARGS + _TIMM_PLUMBING)
+    if unknown:
+        raise LtaugError(f"{name}: timm option(s) {', '.join(unknown)} not supported by ltaug's CIFAR ResNets "
+                         f"(supported: {', '.join(SUPPORTED_KWARGS)})")
+    if kwargs.get("features_only") and kwargs.get("normed_head"):
+        kwargs.pop("normed_head")  # a feature extractor has no head
+    sources = {**(kwargs.get("pretrained_cfg") or {}), **(kwargs.get("pretrained_cfg_overlay") or {})}
+    if pretrained and not any(sources.get(k) for k in _WEIGHT_SOURCES):
         raise LtaugError(f"--pretrained: {name} has no pretrained weights (it is trained from scratch on 32x32 "
-                         f"images); drop --pretrained or pick a timm model that has weights")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    model = CifarResNet(n, widths, **kwargs)
-    model.pretrained_cfg = model.default_cfg = _cfg(num_classes=model.num_classes,
-                                                    input_size=(model.in_chans, 32, 32))
-    return model
+                         f"images); drop --pretrained, pick a timm model that has weights, or load a trained "
+                         f"classifier folder with timm.create_model('local-dir:RUN/classifier-NAME', pretrained=True)")
+    cfg = kwargs.pop("pretrained_cfg", None) or _cfg(input_size=(kwargs.get("in_chans", 3), 32, 32))
+    return build_model_with_cfg(CifarResNet, name, pretrained, pretrained_cfg=cfg,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+                                blocks_per_stage=n, widths=widths, **kwargs)
 
 
 @register_model

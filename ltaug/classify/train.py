@@ -8,6 +8,8 @@ trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RU
   metrics.jsonl        one line per epoch: loss, train accuracy, lr (and validation accuracy when evaluated)
   results.json         top-1, many / medium / few, per-class accuracy, confusion matrix, what was trained on
   per_class_accuracy.png
+  config.json, model.safetensors   the final weights as timm's save_for_hf writes them (ltaug.classify.timm_format):
+                       `timm.create_model("local-dir:<this folder>", pretrained=True)` after `import ltaug`
 Determinism: the initial weights come from `recipe.seed`; every draw of epoch e (order, crops, flips, mixup,
 RandAugment) comes from generators seeded by (seed, e), so an epoch does not depend on how the run got there.
 """
@@ -29,10 +31,14 @@ from ltaug.callbacks import ReportFn
 from ltaug.classify.augment import RandAugment, crop_flip, mixup, to_input
 from ltaug.classify.checkpoint import CHECKPOINT, predict_logits, read_checkpoint
 from ltaug.classify.data import build_train_set
+from ltaug.classify.init import init_from
 from ltaug.classify.losses import make_loss
 from ltaug.classify.metrics import confusion_matrix, group_accuracy
 from ltaug.classify.models import build_model, check_model_name, count_parameters
 from ltaug.classify.plots import plot_per_class_accuracy
+from ltaug.classify.timm_format import CONFIG as TIMM_CONFIG
+from ltaug.classify.timm_format import WEIGHTS as TIMM_WEIGHTS
+from ltaug.classify.timm_format import save_timm
 from ltaug.config import Recipe, to_dict
 from ltaug.data import class_groups, load_from_config
 from ltaug.data.longtail import GROUPS
@@ -158,6 +164,9 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             "resolution": real.resolution, "mean": mean, "std": std, "counts": list(ts.real_counts),
             "train_counts": list(ts.counts), "normed_head": normed, "logit_scale": logit_scale,
             "dataset": recipe.data.dataset}
+    if cfg.init:  # recorded in meta (and in the recipe), so a resumed run knows where it started
+        meta["init"] = (state["meta"].get("init") if state is not None
+                        else init_from(model, cfg.init, cfg.model, list(ts.classes)))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start_epoch, train_time = 0, 0.0
     if state is not None:
@@ -274,9 +283,12 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
         "train_time_s": train_time,
         "train_images_per_s": (cfg.epochs * n) / train_time if train_time > 0 else None,
         "checkpoint": CHECKPOINT,
+        "timm": {"config": TIMM_CONFIG, "weights": TIMM_WEIGHTS},
+        "init": meta.get("init"),
         "plot": PLOT,
     }
     plot_per_class_accuracy(acc["per_class"], ts.classes, ts.real_counts, out_dir / PLOT,
                             title=f"{out_dir.name}: {cfg.model}, {cfg.loss}, top-1 {100 * acc['overall']:.1f}%")
+    save_timm(model, meta, out_dir)  # before results.json, which marks the folder finished
     atomic_write_json(out_dir / RESULTS, results)
     return results

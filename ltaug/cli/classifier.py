@@ -75,6 +75,7 @@ Mode = key_option("classifier.synthetic_mode", "--synthetic-mode", panel=_MIX)
 Weight = key_option("classifier.synthetic_weight", "--synthetic-weight", panel=_MIX)
 Model = key_option("classifier.model", "--model", "-m", panel=_TRAIN)
 Pretrained = key_option("classifier.pretrained", "--pretrained/--scratch", panel=_TRAIN)
+Init = key_option("classifier.init", "--init", panel=_TRAIN)
 Loss = key_option("classifier.loss", "--loss", panel=_TRAIN)
 Sampler = key_option("classifier.sampler", "--sampler", panel=_TRAIN)
 Epochs = key_option("classifier.epochs", "--epochs", panel=_TRAIN)
@@ -94,6 +95,7 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="show a
 def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: OutOpt = None, name: Name = None,
                          synthetic: Synthetic = None, synthetic_ratio: Ratio = None, synthetic_mode: Mode = None,
                          synthetic_weight: Weight = None, model: Model = None, pretrained: Pretrained = None,
+                         init: Init = None,
                          loss: Loss = None, sampler: Sampler = None, epochs: Epochs = None, batch_size: Batch = None,
                          lr: Lr = None, dataset: DatasetOpt = None, seed: Seed = None, device: DeviceOpt = None,
                          resume: Resume = False, compare: Compare = None, progress: Progress = True) -> None:
@@ -112,7 +114,8 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
     r = resolve_recipe(recipe, set_, **{
         "classifier.synthetic_ratio": synthetic_ratio, "classifier.synthetic_mode": synthetic_mode,
         "classifier.synthetic_weight": synthetic_weight, "classifier.model": model,
-        "classifier.pretrained": pretrained, "classifier.loss": loss, "classifier.sampler": sampler,
+        "classifier.pretrained": pretrained, "classifier.init": init, "classifier.loss": loss,
+        "classifier.sampler": sampler,
         "classifier.epochs": epochs, "classifier.batch_size": batch_size, "classifier.lr": lr,
         "data.dataset": dataset, "seed": seed, "device": device,
     })

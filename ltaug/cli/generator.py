@@ -30,6 +30,7 @@ from ltaug.space import require_writable
 LossOpt = key_option("generator.loss", "--loss")
 StepsOpt = key_option("generator.steps", "--steps")
 BatchOpt = key_option("generator.batch_size", "--batch-size")
+InitOpt = key_option("generator.init_from", "--init-from")
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     "--resume", help="continue the run in this run directory from its latest checkpoint")]
 QuietOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
@@ -41,7 +42,8 @@ QuietOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bar")
 @handle_errors
 def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, loss: LossOpt = None,
                         steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None,
-                        out: OutOpt = None, sets: SetOpt = None, resume: ResumeOpt = None,
+                        init_from: InitOpt = None, out: OutOpt = None, sets: SetOpt = None,
+                        resume: ResumeOpt = None,
                         no_progress: QuietOpt = False) -> None:
     if resume is not None:
         if out is not None:
@@ -50,7 +52,8 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
             raise LtaugError(f"--resume {resume}: not a directory (give the run directory of a generator run)")
         recipe = recipe_of(resume, recipe)  # the run's own resolved recipe, then the flags on top
     r = resolve_recipe(recipe, sets, **{"data.dataset": dataset, "generator.loss": loss, "generator.steps": steps,
-                                        "generator.batch_size": batch_size, "device": device})
+                                        "generator.batch_size": batch_size, "generator.init_from": init_from,
+                                        "device": device})
 
     from ltaug.data import load_from_config
     from ltaug.device import is_main_process, resolve_device

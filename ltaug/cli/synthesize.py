@@ -34,7 +34,7 @@ Batch = key_option("synth.batch_size", panel=SCALE)
 Workers = key_option("synth.workers", panel=SCALE)
 Address = key_option("synth.address", panel=SCALE)
 Npz = key_option("synth.npz", panel=SCALE)
-Filter = key_option("synth.filter_classifier", "--filter-classifier", panel=FILTER, type_=Path)
+Filter = key_option("synth.filter_classifier", "--filter-classifier", panel=FILTER, type_=str)  # a Hub id too
 MinConf = key_option("synth.min_confidence", panel=FILTER)
 Overwrite = Annotated[bool, typer.Option("--overwrite", rich_help_panel=SCALE,
                                          help="delete earlier synthetic images in the folder and start over")]

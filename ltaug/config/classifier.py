@@ -23,6 +23,9 @@ class ClassifierConfig(Section):
     model: str = opt("cifar_resnet8", "any timm model name; ltaug registers cifar_resnet8/20/32/44/56/110 "
                                       "(cifar_resnet32 is the published CIFAR-LT backbone)")
     pretrained: bool = opt(False, "load timm's pretrained weights (needs the Hugging Face hub)")
+    init: str = opt("", "start from a trained classifier: a classifier folder (checkpoint.pt or timm's config.json + "
+                        "model.safetensors) or a Hub id; same model, a fresh head when its classes differ",
+                    flag="--init")
     epochs: int = opt(10, "training epochs (the published CIFAR-LT recipe: 200)", min=1)
     batch_size: int = opt(64, "images per step (the published CIFAR-LT recipe: 128)", min=1)
     lr: float = opt(0.1, "SGD learning rate after warmup", min=0.0)
@@ -59,6 +62,9 @@ class ClassifierConfig(Section):
                           "at the end only); the test set is read once, at the end", min=0)
 
     def validate(self) -> None:
+        if self.init and self.pretrained:
+            raise LtaugError(f"--init {self.init} and --pretrained: choose one (--init loads all the weights, "
+                             "--pretrained timm's)")
         if len(self.milestones) != len(self.decay):
             raise LtaugError(f"recipe keys 'classifier.milestones' ({self.milestones}) and 'classifier.decay' "
                              f"({self.decay}) must have the same length")

@@ -69,6 +69,10 @@ class GeneratorConfig(Section):
 
     preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), cpu (1.1M, 0.6x small's step), "
                       "tiny (tests)", choices=PRESETS)
+    init_from: str = opt("", "start from a pretrained diffusers UNet2DModel: a folder (config.json + "
+                             "diffusion_pytorch_model.safetensors, or a pipeline folder with unet/) or a Hub id; its "
+                             "architecture replaces the preset, a zero class embedding (classes + null) is added; "
+                             "empty = train from scratch", flag="--init-from")
     loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, README Results)", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)

@@ -41,8 +41,9 @@ class SynthConfig(Section):
                        flag="--workers", why="must be a positive number")
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
     npz: bool = opt(False, "also write synthetic.npz (images, labels, classes, seeds, files)")
-    filter_classifier: str = opt("", "keep only images this classifier (dir or checkpoint) assigns to their own label "
-                                     "with probability >= min_confidence; empty = no filter")
+    filter_classifier: str = opt("", "keep only images this classifier (a classifier dir, its checkpoint, a "
+                                     "timm-format folder or a Hub id) assigns to their own label with probability "
+                                     ">= min_confidence; empty = no filter")
     min_confidence: float = opt(0.5, "filter threshold on the classifier's probability of the image's own label",
                                 min=0.0, flag="--min-confidence", why="a probability, must be in [0, 1]")
     filter_max_tries: float = opt(20.0, "give up a class after trying this many times its planned count", min=1.0)

@@ -7,6 +7,7 @@ losses.py      the loss registry: ddpm, cbdm, diffrop, cbdm+diffrop (pure functi
 sampler.py     sample(...): the DDPM / DDIM loop with guidance and one noise stream per image
 batches.py     BatchOrder: which images each step sees (shuffling, or class-balanced resampling)
 margin.py      MarginCalibrator: DiffROP's `margin: auto`
+init_from.py   load_init(ref, ...): generator.init_from, a pretrained diffusers UNet2DModel + a zero class embedding
 ema.py, grid.py, checkpoint.py (files, loading, compatibility), train.py (train_generator)
 """
 

@@ -6,7 +6,8 @@ A checkpoint `generator/checkpoints/ckpt-NNNNNNN.pt` (N = optimizer steps done) 
   step              optimizer steps done
   rng               torch CPU (and CUDA) RNG states (the loop reseeds from (seed, rank, step), so these are informative)
   config            the resolved recipe as a plain dict
-  meta              num_classes, classes, counts, channels, resolution, preset, T, schedule, margin, calibration
+  meta              num_classes, classes, counts, channels, resolution, preset, T, schedule, margin, calibration,
+                    and init_from (ref, path, sha256, unet_config) when it started from a pretrained UNet
   version           ltaug version
 """
 
@@ -21,6 +22,7 @@ from typing import Optional
 import torch
 
 from ltaug.config.generator import GeneratorConfig
+from ltaug.diffusion.init_from import build_from_config
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet
 from ltaug.errors import LtaugError
@@ -151,8 +153,11 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def architecture(g: GeneratorConfig, num_classes: int, channels: int, resolution: int) -> dict:
     """What must match between a checkpoint and the run that resumes or loads it (stored in its meta)."""
-    return {"preset": g.preset, "num_classes": num_classes, "channels": channels, "resolution": resolution,
+    arch = {"preset": g.preset, "num_classes": num_classes, "channels": channels, "resolution": resolution,
             "T": g.T, "schedule": g.schedule}
+    if g.init_from:  # the source's architecture replaces the preset
+        arch["init_from_ref"] = g.init_from
+    return arch
 
 
 def check_compatible(meta: dict, arch: dict, ckpt: Path) -> None:
@@ -161,7 +166,8 @@ def check_compatible(meta: dict, arch: dict, ckpt: Path) -> None:
         have = meta.get(key)
         if have != want:
             where = {"num_classes": "the dataset (data.dataset)", "channels": "data.channels",
-                     "resolution": "data.resolution"}.get(key, f"generator.{key}")
+                     "resolution": "data.resolution", "init_from_ref": "generator.init_from"}.get(key,
+                                                                                                 f"generator.{key}")
             raise LtaugError(f"--resume: checkpoint {ckpt} was trained with {key}={have!r}, but {where} gives "
                              f"{want!r}; resume with the recipe of that run, or start a new run with --out")
 
@@ -188,7 +194,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     state = load_checkpoint(ckpt_path)
     meta = state.get("meta") or {}
     try:
-        net = build_unet(meta["preset"], int(meta["num_classes"]), int(meta["channels"]), int(meta["resolution"]))
+        if meta.get("init_from"):  # started from a pretrained UNet: its architecture, not a preset
+            net = build_from_config(meta["init_from"]["unet_config"], int(meta["num_classes"]))
+        else:
+            net = build_unet(meta["preset"], int(meta["num_classes"]), int(meta["channels"]),
+                             int(meta["resolution"]))
         net.load_state_dict(state["ema" if ema else "model"])
     except (KeyError, RuntimeError) as e:
         raise LtaugError(f"{ckpt_path}: checkpoint does not match its own architecture record ({e})") from None

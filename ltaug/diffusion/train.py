@@ -44,6 +44,7 @@ from ltaug.diffusion.checkpoint import (
 )
 from ltaug.diffusion.ema import EMA
 from ltaug.diffusion.grid import class_grid, row_label, save_grid
+from ltaug.diffusion.init_from import build_from_config, load_init
 from ltaug.diffusion.losses import get_loss, loss_options
 from ltaug.diffusion.margin import MarginCalibrator
 from ltaug.diffusion.schedule import NoiseSchedule
@@ -127,7 +128,14 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
 
     # Model, EMA, optimizer, and the state of a resumed run.
     torch.manual_seed(recipe.seed)
-    net = build_unet(g.preset, ds.num_classes, ds.channels, ds.resolution).to(device)
+    init = (state.get("meta") or {}).get("init_from") if state is not None else None
+    if init:  # a resumed init_from run: the recorded architecture (its weights come from the checkpoint)
+        net = build_from_config(init["unet_config"], ds.num_classes)
+    elif g.init_from:
+        net, init = load_init(g.init_from, ds.num_classes, ds.channels, ds.resolution, g.T, g.schedule)
+    else:
+        net = build_unet(g.preset, ds.num_classes, ds.channels, ds.resolution)
+    net = net.to(device)
     if g.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, g.ema_decay)
@@ -153,12 +161,15 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     order = BatchOrder(ds.labels, recipe.seed, g.class_power)
     meta = {**arch, "classes": list(ds.classes), "counts": list(counts), "dataset": ds.name,
             "num_params": count_parameters(net)}
+    if init:
+        meta["init_from"] = init
     if dist.is_main:
         run.generator.mkdir(parents=True, exist_ok=True)
         if not run.config.exists() or resume:
             run.init(recipe)
-        run.log(f"generator: {'resume at step ' + str(start) if resume else 'start'}; loss {g.loss}, preset "
-                f"{g.preset} ({meta['num_params'] / 1e6:.2f}M params), {ds.num_classes} classes, {len(ds)} images, "
+        what = f"from {init['ref']} (sha256 {init['sha256'][:12]})" if init else f"preset {g.preset}"
+        run.log(f"generator: {'resume at step ' + str(start) if resume else 'start'}; loss {g.loss}, "
+                f"{what} ({meta['num_params'] / 1e6:.2f}M params), {ds.num_classes} classes, {len(ds)} images, "
                 f"{dist.world} rank(s), device {device}")
 
     def save(step: int) -> Optional[Path]:

@@ -7,25 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ltaug.classify.checkpoint import checkpoint_path, load_classifier, predict_proba
+from ltaug.classify.checkpoint import HUB_FILES, load_classifier, predict_proba, weights_file
 from ltaug.errors import LtaugError
 from ltaug.files import sha256_file
+from ltaug.hub import resolve
 
 
 class ConfidenceFilter:
     """Loads the classifier once (ltaug.classify.load_classifier) and scores images of known labels."""
 
     def __init__(self, path: str | Path, min_confidence: float, classes: list[str], device: str = "cpu"):
-        path = Path(path)
-        if not path.exists():
-            raise LtaugError(f"--filter-classifier {path}: no such file or directory")
+        path = resolve(path, flag="--filter-classifier", allow_patterns=HUB_FILES)  # local, or a Hub id
         self.model, self.meta = load_classifier(path, device=device)
         theirs = [str(c) for c in self.meta.get("classes", [])]
         if theirs and theirs != [str(c) for c in classes]:
             raise LtaugError(f"--filter-classifier {path}: its classes ({', '.join(theirs[:5])}...) are not the "
                              f"generator's ({', '.join(classes[:5])}...); use a classifier trained on the same dataset")
         self.path, self.min_confidence, self.device = path.resolve(), float(min_confidence), device
-        self.sha256 = sha256_file(checkpoint_path(path))
+        self.sha256 = sha256_file(weights_file(path))
 
     def identity(self) -> dict:
         return {"classifier_sha256": self.sha256, "min_confidence": self.min_confidence}
