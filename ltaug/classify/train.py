@@ -8,6 +8,7 @@ trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RU
   metrics.jsonl        one line per epoch: loss, train accuracy, lr (and validation accuracy when evaluated)
   results.json         top-1, many / medium / few, per-class accuracy, confusion matrix, what was trained on
   per_class_accuracy.png
+  tb/, wandb/          the same curves for TensorBoard / Weights & Biases when `logging.backends` asks (ltaug.curves)
 Determinism: the initial weights come from `recipe.seed`; every draw of epoch e (order, crops, flips, mixup,
 RandAugment) comes from generators seeded by (seed, e), so an epoch does not depend on how the run got there.
 """
@@ -34,11 +35,12 @@ from ltaug.classify.metrics import confusion_matrix, group_accuracy
 from ltaug.classify.models import build_model, check_model_name, count_parameters
 from ltaug.classify.plots import plot_per_class_accuracy
 from ltaug.config import Recipe, to_dict
+from ltaug.curves import Curves
 from ltaug.data import class_groups, load_from_config
 from ltaug.data.longtail import GROUPS
 from ltaug.device import resolve_device
 from ltaug.errors import LtaugError
-from ltaug.files import append_jsonl, atomic_write, atomic_write_json, remove_temporaries
+from ltaug.files import atomic_write, atomic_write_json, remove_temporaries
 from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
 from ltaug.rundir import save_recipe
@@ -46,6 +48,9 @@ from ltaug.rundir import save_recipe
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 PLOT = "per_class_accuracy.png"
+# metrics.jsonl keys -> curve names (TensorBoard / wandb); validation accuracy per group is val/many, val/few, ...
+TAGS = {"loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr", "time_s": "train/epoch_s",
+        **{f"val_{k}": f"val/{k}" for k in GROUPS}}
 
 
 def lr_at(cfg, epoch_pos: float) -> float:
@@ -184,7 +189,9 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, out_dir / "config.yaml")  # this classifier's own recipe (the run dir's may differ)
-    with progress_bar(total=cfg.epochs * steps, desc=f"classifier {out_dir.name}", unit="step",
+    curves = Curves(recipe.logging, out_dir, jsonl=out_dir / METRICS, name=f"{out_dir.parent.name}/{out_dir.name}",
+                    config=recipe_dict, resume_step=start_epoch)
+    with curves, progress_bar(total=cfg.epochs * steps, desc=f"classifier {out_dir.name}", unit="step",
                       enabled=progress, completed=start_epoch * steps) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -238,7 +245,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "meta": meta,
                      "recipe": recipe_dict, "synthetic": synthetic, "train_time_s": train_time, "ltaug": __version__}
             atomic_write(ckpt_file, lambda f: torch.save(state, f))
-            append_jsonl(out_dir / METRICS, record)
+            curves.log(record, step_key="epoch", tags=TAGS)
             if report is not None:
                 report(record, str(out_dir))
 

@@ -22,6 +22,7 @@ from ltaug.config.data import DataConfig
 from ltaug.config.evaluate import EvaluateConfig
 from ltaug.config.fields import Section, opt, section, yaml_scalar
 from ltaug.config.generator import GeneratorConfig
+from ltaug.config.logging import LoggingConfig
 from ltaug.config.synth import SynthConfig
 from ltaug.errors import LtaugError
 
@@ -40,6 +41,7 @@ class Recipe(Section):
     synth: SynthConfig = section(SynthConfig, "sampling the synthetic images")
     classifier: ClassifierConfig = section(ClassifierConfig, "timm classifier on real plus synthetic data")
     evaluate: EvaluateConfig = section(EvaluateConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+    logging: LoggingConfig = section(LoggingConfig, "training curves: metrics.jsonl, TensorBoard, Weights & Biases")
 
     def validate(self) -> None:
         if not DEVICE_RE.match(self.device):
