@@ -37,7 +37,7 @@ QuietOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bar")
 
 @app.command("train-generator",
              help="Train the class-conditional diffusion model (DDPM, CBDM, DiffROP) on the long-tailed set. With no "
-                  "arguments: DiffROP on the embedded MNIST-LT, CPU recipe, a few minutes.")
+                  "arguments: the embedded MNIST-LT with the default recipe (mnist_lt), on the CPU.")
 @handle_errors
 def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, loss: LossOpt = None,
                         steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None,
