@@ -5,9 +5,11 @@
         c.image("samples/class_grid", grid_png, step)
 
 metrics.jsonl is the source of truth and always written (as before this module existed); TensorBoard
-(tensorboardX's SummaryWriter, event files in STAGE/tb/) and Weights & Biases (imported only when chosen, its files in
-STAGE/wandb/) get the same numbers under grouped tags. Only the main process writes anything (ltaug.device): under
-torchrun the other ranks hold a Curves that does nothing.
+(tensorboardX's SummaryWriter, event files in STAGE/tb/) and Weights & Biases (imported only when chosen) get the
+same numbers under grouped tags. wandb keeps its files where its own settings say (WANDB_DIR, default ./wandb), not
+in the run directory: it writes symbolic links there (latest-run, debug.log), and an output folder of ltaug holds
+none (ltaug.files.check_no_links refuses them, so the stage could not resume). Only the main process writes anything
+(ltaug.device): under torchrun the other ranks hold a Curves that does nothing.
 """
 
 from __future__ import annotations
@@ -116,14 +118,13 @@ class Curves:
         self.close()
 
     def _start_wandb(self, name: str, config: dict, resume: bool) -> Any:
-        """wandb.init with its files in STAGE/wandb/; a resumed stage continues the run it started (its id is kept
-        in STAGE/wandb-run.json). WANDB_MODE (offline, disabled) is wandb's own setting and is left to it."""
+        """wandb.init; a resumed stage continues the run it started (its id is kept in STAGE/wandb-run.json).
+        WANDB_MODE (offline, disabled) and WANDB_DIR are wandb's own settings and are left to it."""
         saved = (read_json(self.stage_dir / WANDB_ID) or {}) if resume else {}
         run_id = saved.get("id") or uuid.uuid4().hex[:16]
         try:
             run = self.wandb.init(project=self.cfg.wandb_project, entity=self.cfg.wandb_entity or None,
-                                  name=self.cfg.wandb_name or name, id=run_id, resume="allow", config=config,
-                                  dir=str(self.stage_dir))
+                                  name=self.cfg.wandb_name or name, id=run_id, resume="allow", config=config)
         except Exception as e:  # wandb's own errors (not logged in, no network): one message that says what to do
             raise LtaugError(f"logging.backends has wandb, but wandb could not start a run: {e}. Run `wandb login`, "
                              "or set WANDB_MODE=offline to keep the run on this machine (`wandb sync` uploads it "

@@ -8,7 +8,7 @@ trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RU
   metrics.jsonl        one line per epoch: loss, train accuracy, lr (and validation accuracy when evaluated)
   results.json         top-1, many / medium / few, per-class accuracy, confusion matrix, what was trained on
   per_class_accuracy.png
-  tb/, wandb/          the same curves for TensorBoard / Weights & Biases when `logging.backends` asks (ltaug.curves)
+  tb/, wandb-run.json  TensorBoard events and the wandb run id, when `logging.backends` asks (ltaug.curves)
 Determinism: the initial weights come from `recipe.seed`; every draw of epoch e (order, crops, flips, mixup,
 RandAugment) comes from generators seeded by (seed, e), so an epoch does not depend on how the run got there.
 """

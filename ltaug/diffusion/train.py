@@ -12,7 +12,7 @@ Multi-GPU / multi-node: launch with `torchrun`; WORLD_SIZE > 1 starts DDP (nccl 
 
 Writes, under `run_dir/generator/` (ltaug.rundir): checkpoints/ckpt-NNNNNNN.pt (last `keep_ckpts`), metrics.jsonl,
 grids/ (grid-NNNNNNN.png, rows = classes from head to tail, labelled), diffusers/ (final EMA weights),
-calibration.json when `diffrop.margin` is `auto`, and the curves of `logging.backends` (tb/, wandb/: ltaug.curves).
+calibration.json when `diffrop.margin` is `auto`, and the curves of `logging.backends` (tb/: ltaug.curves).
 """
 
 from __future__ import annotations
