@@ -54,16 +54,14 @@ class Curves:
         self.wandb_run: Any = None
         if not self.main:
             return
-        backends = cfg.extra
-        if "wandb" in backends:  # first: a missing package fails before any event file exists
-            self.wandb = _import_wandb()
+        self.wandb = require_backends(cfg)  # first: a missing package fails before anything is written
         self.stage_dir.mkdir(parents=True, exist_ok=True)
-        if "tensorboard" in backends:
+        if self.wandb is not None:  # before TensorBoard: a wandb that cannot start fails before any event file
+            self.wandb_run = self._start_wandb(name, config or {}, resume_step > 0)
+        if "tensorboard" in cfg.extra:
             # An event file is an append-only stream (TFRecord), not a file that can be written whole then renamed.
             self.tb = SummaryWriter(logdir=str(self.stage_dir / TB_DIR),
                                     purge_step=resume_step + 1 if resume_step > 0 else None)
-        if self.wandb is not None:
-            self.wandb_run = self._start_wandb(name, config or {}, resume_step > 0)
 
     # ---------------------------------------------------------------------------------------------------- records
     def log(self, record: dict, *, step_key: str, tags: Optional[Mapping[str, str]] = None,
@@ -133,8 +131,11 @@ class Curves:
         return run
 
 
-def _import_wandb() -> Any:
-    """The wandb module (an optional dependency: imported only when a recipe asks for it)."""
+def require_backends(cfg: LoggingConfig) -> Any:
+    """Check that the chosen backends can be used, before a stage writes anything; return the wandb module when
+    chosen (an optional dependency: imported only when a recipe asks for it), else None."""
+    if "wandb" not in cfg.extra:
+        return None
     try:
         return importlib.import_module("wandb")
     except ModuleNotFoundError as e:

@@ -166,3 +166,16 @@ def test_other_ranks_write_nothing(tmp_path):
                 name="x", main=False) as c:
         c.log({"step": 1, "loss": 1.0}, step_key="step")
     assert not (tmp_path / "s").exists()
+
+
+def test_cli_without_wandb_exits_2_and_leaves_no_run(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ltaug.cli import app
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    for cmd in ("train-generator", "train-classifier", "run"):
+        out = tmp_path / cmd
+        r = CliRunner().invoke(app, [cmd, "--out", str(out), "--device", "cpu", "--set", "logging.backends=[wandb]"])
+        assert r.exit_code == 2 and "pip install 'ltaug[wandb]'" in r.output, (cmd, r.output)
+        assert not out.exists(), cmd

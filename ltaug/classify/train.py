@@ -35,7 +35,7 @@ from ltaug.classify.metrics import confusion_matrix, group_accuracy
 from ltaug.classify.models import build_model, check_model_name, count_parameters
 from ltaug.classify.plots import plot_per_class_accuracy
 from ltaug.config import Recipe, to_dict
-from ltaug.curves import Curves
+from ltaug.curves import Curves, require_backends
 from ltaug.data import class_groups, load_from_config
 from ltaug.data.longtail import GROUPS
 from ltaug.device import resolve_device
@@ -126,6 +126,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
     cfg = recipe.classifier
     out_dir = Path(out_dir).expanduser().resolve()  # absolute: Ray Tune changes the working directory
     check_model_name(cfg.model)
+    require_backends(recipe.logging)  # e.g. wandb chosen but not installed: before anything is written
     dev = resolve_device(device or recipe.device)
     synthetic = [str(Path(p).expanduser().resolve()) for p in synthetic]
     recipe_dict = to_dict(recipe)

@@ -52,6 +52,7 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
     r = resolve_recipe(recipe, sets, **{"data.dataset": dataset, "generator.loss": loss, "generator.steps": steps,
                                         "generator.batch_size": batch_size, "device": device})
 
+    from ltaug.curves import require_backends
     from ltaug.data import load_from_config
     from ltaug.device import is_main_process, resolve_device
     from ltaug.diffusion.train import TrainingInterrupted, train_generator
@@ -61,7 +62,8 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
         require_writable(resume, "--resume")
         run_dir = resume
     else:
-        resolve_device(r.device)  # fail on a bad device or dataset before any folder exists
+        resolve_device(r.device)  # fail on a bad device, logging backend or dataset before any folder exists
+        require_backends(r.logging)
         load_from_config(r.data)
         require_writable(out if out is not None else DEFAULT_ROOT, "--out")
         if out is None:

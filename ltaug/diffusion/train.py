@@ -29,7 +29,7 @@ import torch
 from ltaug import __version__
 from ltaug.callbacks import ReportFn
 from ltaug.config import Recipe, to_dict
-from ltaug.curves import Curves
+from ltaug.curves import Curves, require_backends
 from ltaug.data import load_from_config
 from ltaug.device import amp_dtype, autocast, init_distributed, no_sync, resolve_device, wrap_ddp
 from ltaug.diffusion.batches import BatchOrder, mix_seed
@@ -106,6 +106,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
                          f"= {dist.world} x {g.accum}")
     micro = g.batch_size // (dist.world * g.accum)
     amp = amp_dtype(g.amp, device, "generator.amp")
+    require_backends(recipe.logging)  # e.g. wandb chosen but not installed: before anything is written
 
     # Data and checks: nothing is written before these pass.
     ds = load_from_config(recipe.data)
