@@ -70,7 +70,8 @@ def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", LTAUG_PLAIN_PROGRESS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "ltaug", "train-generator", "--out", str(out), "--steps", "2", "--batch-size", "8", *QUICK]
+           "-m", "ltaug", "train-generator", "--out", str(out), "--steps", "2", "--batch-size", "8", *QUICK,
+           "--set", "logging.backends=[jsonl, tensorboard]"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     from ltaug.diffusion.checkpoint import load_checkpoint
@@ -80,4 +81,5 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert state["step"] == 2
     assert [x["step"] for x in read_jsonl(out / "generator" / "metrics.jsonl")] == [1, 2]  # one writer
     assert "2 rank(s)" in (out / "log.txt").read_text()
+    assert len(list((out / "generator" / "tb").glob("events.out.tfevents.*"))) == 1  # rank 0's event file only
     assert p.stdout.count("generator trained") == 1, p.stdout  # rank 0 speaks for all (rank 1 used to print too)

@@ -10,6 +10,7 @@ trials all call. It writes into `out_dir` (the classifier folder itself, e.g. RU
   per_class_accuracy.png
   config.json, model.safetensors   the final weights as timm's save_for_hf writes them (ltaug.classify.timm_format):
                        `timm.create_model("local-dir:<this folder>", pretrained=True)` after `import ltaug`
+  tb/, wandb-run.json  TensorBoard events and the wandb run id, when `logging.backends` asks (ltaug.curves)
 Determinism: the initial weights come from `recipe.seed`; every draw of epoch e (order, crops, flips, mixup,
 RandAugment) comes from generators seeded by (seed, e), so an epoch does not depend on how the run got there.
 """
@@ -40,11 +41,12 @@ from ltaug.classify.timm_format import CONFIG as TIMM_CONFIG
 from ltaug.classify.timm_format import WEIGHTS as TIMM_WEIGHTS
 from ltaug.classify.timm_format import save_timm
 from ltaug.config import Recipe, to_dict
+from ltaug.curves import Curves, require_backends
 from ltaug.data import class_groups, load_from_config
 from ltaug.data.longtail import GROUPS
 from ltaug.device import resolve_device
 from ltaug.errors import LtaugError
-from ltaug.files import append_jsonl, atomic_write, atomic_write_json, remove_temporaries
+from ltaug.files import atomic_write, atomic_write_json, remove_temporaries
 from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
 from ltaug.rundir import save_recipe
@@ -52,6 +54,9 @@ from ltaug.rundir import save_recipe
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 PLOT = "per_class_accuracy.png"
+# metrics.jsonl keys -> curve names (TensorBoard / wandb); validation accuracy per group is val/many, val/few, ...
+TAGS = {"loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr", "time_s": "train/epoch_s",
+        **{f"val_{k}": f"val/{k}" for k in GROUPS}}
 
 
 def lr_at(cfg, epoch_pos: float) -> float:
@@ -127,6 +132,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
     cfg = recipe.classifier
     out_dir = Path(out_dir).expanduser().resolve()  # absolute: Ray Tune changes the working directory
     check_model_name(cfg.model)
+    require_backends(recipe.logging)  # e.g. wandb chosen but not installed: before anything is written
     dev = resolve_device(device or recipe.device)
     synthetic = [str(Path(p).expanduser().resolve()) for p in synthetic]
     recipe_dict = to_dict(recipe)
@@ -193,7 +199,9 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, out_dir / "config.yaml")  # this classifier's own recipe (the run dir's may differ)
-    with progress_bar(total=cfg.epochs * steps, desc=f"classifier {out_dir.name}", unit="step",
+    curves = Curves(recipe.logging, out_dir, jsonl=out_dir / METRICS, name=f"{out_dir.parent.name}/{out_dir.name}",
+                    config=recipe_dict, resume_step=start_epoch)
+    with curves, progress_bar(total=cfg.epochs * steps, desc=f"classifier {out_dir.name}", unit="step",
                       enabled=progress, completed=start_epoch * steps) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -247,7 +255,7 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "meta": meta,
                      "recipe": recipe_dict, "synthetic": synthetic, "train_time_s": train_time, "ltaug": __version__}
             atomic_write(ckpt_file, lambda f: torch.save(state, f))
-            append_jsonl(out_dir / METRICS, record)
+            curves.log(record, step_key="epoch", tags=TAGS)
             if report is not None:
                 report(record, str(out_dir))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 # The commands register in pipeline order, which is the order `ltaug --help` lists them in.
 # isort: off
-from ltaug.cli import data, generator, synthesize, classifier, evaluate, tune, run  # noqa: F401
+from ltaug.cli import data, generator, synthesize, classifier, evaluate, tune, run, config  # noqa: F401
 # isort: on
-from ltaug.cli.app import app
+from ltaug.cli.app import PROG, app
 
 
 def main() -> None:
-    app()
+    app(prog_name=PROG)
 
 
 __all__ = ["app", "main"]

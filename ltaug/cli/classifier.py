@@ -127,9 +127,11 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
     if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,80}", name) or name.strip(".") == "":
         raise LtaugError(f"--name {name!r}: use letters, digits and _ . + - (it names the folder classifier-NAME "
                          "inside the run)")
+    from ltaug.curves import require_backends
     from ltaug.device import resolve_device
 
     resolve_device(r.device)  # a device that is not here: before any folder exists
+    require_backends(r.logging)  # wandb chosen but not installed: likewise
     for p in paths:  # a missing set: before any folder exists (the rest of the checks run under undo below)
         if not Path(p).expanduser().exists():
             raise LtaugError(f"--synthetic {p}: no such folder or file; give a folder written by `ltaug synthesize` "

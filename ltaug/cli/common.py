@@ -136,8 +136,9 @@ def recipe_of(path: Path, recipe: Optional[str]) -> Optional[str]:
 
 
 # Common options, written once.
-RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r",
-                                                  help="built-in recipe name or YAML path (default mnist_lt)")]
+RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="built-in recipe name or YAML path (default "
+                                                  "mnist_lt); a flag not given takes its recipe key's value: "
+                                                  "`ltaug config -r R` shows them all")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s",
                                                      help="override any recipe key: --set generator.steps=2000")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o",

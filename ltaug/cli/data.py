@@ -15,6 +15,10 @@ from ltaug.config.data import BUILTIN_DATASETS, GROUP_NAMES, PROFILES
 from ltaug.errors import LtaugError
 from ltaug.space import require_writable
 
+# `data info` looks at a dataset apart from any recipe: its options have their own defaults (shown), and name the
+# recipe key that sets the same thing for training.
+_AS = " (in a recipe: "
+
 data_app = typer.Typer(help="List the datasets, and show one's classes, counts and groups.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -23,7 +27,7 @@ app.add_typer(data_app, name="data")
 @handle_errors
 def list_cmd(
     data_root: Annotated[Optional[Path], typer.Option(
-        help="where CIFAR is looked for (default ~/.cache/ltaug/data)")] = None,
+        help=f"where CIFAR is looked for (default ~/.cache/ltaug/data){_AS}data.data_root)")] = None,
 ) -> None:
     from ltaug.data.sources import is_available
 
@@ -45,11 +49,15 @@ def info_cmd(
     name: Annotated[str, typer.Argument(
         help="mnist-lt, cifar10-lt, cifar100-lt, cifar10-test, cifar100-test, npz:PATH, folder:PATH")],
     split: Annotated[str, typer.Option(help="train (long-tailed) or test (balanced)")] = "train",
-    imbalance_ratio: Annotated[float, typer.Option(help="n_max / n_min of the long-tail profile")] = 100.0,
-    profile: Annotated[str, typer.Option(help="exp or step")] = "exp",
-    data_root: Annotated[Optional[Path], typer.Option(help="where CIFAR is read (default ~/.cache/ltaug/data)")] = None,
-    download: Annotated[bool, typer.Option("--download", help="download CIFAR into --data-root if missing")] = False,
-    resolution: Annotated[int, typer.Option(help="image side (folder: resize + center-crop)")] = 32,
+    imbalance_ratio: Annotated[float, typer.Option(help=f"n_max / n_min of the long-tail profile{_AS}"
+                                                   "data.imbalance_ratio)")] = 100.0,
+    profile: Annotated[str, typer.Option(help=f"exp or step{_AS}data.profile)")] = "exp",
+    data_root: Annotated[Optional[Path], typer.Option(help="where CIFAR is read (default ~/.cache/ltaug/data)"
+                                                           f"{_AS}data.data_root)")] = None,
+    download: Annotated[bool, typer.Option("--download", help="download CIFAR into --data-root if missing"
+                                                              f"{_AS}data.download)")] = False,
+    resolution: Annotated[int, typer.Option(help=f"image side (folder: resize + center-crop){_AS}"
+                                                 "data.resolution)")] = 32,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="write the class histogram (log scale) to this PNG")] = None,
 ) -> None:

@@ -38,7 +38,7 @@ QuietOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bar")
 
 @app.command("train-generator",
              help="Train the class-conditional diffusion model (DDPM, CBDM, DiffROP) on the long-tailed set. With no "
-                  "arguments: DiffROP on the embedded MNIST-LT, CPU recipe, a few minutes.")
+                  "arguments: the embedded MNIST-LT with the default recipe (mnist_lt), on the CPU.")
 @handle_errors
 def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, loss: LossOpt = None,
                         steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None,
@@ -55,6 +55,7 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
                                         "generator.batch_size": batch_size, "generator.init_from": init_from,
                                         "device": device})
 
+    from ltaug.curves import require_backends
     from ltaug.data import load_from_config
     from ltaug.device import is_main_process, resolve_device
     from ltaug.diffusion.train import TrainingInterrupted, train_generator
@@ -64,7 +65,8 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
         require_writable(resume, "--resume")
         run_dir = resume
     else:
-        resolve_device(r.device)  # fail on a bad device or dataset before any folder exists
+        resolve_device(r.device)  # fail on a bad device, logging backend or dataset before any folder exists
+        require_backends(r.logging)
         load_from_config(r.data)
         require_writable(out if out is not None else DEFAULT_ROOT, "--out")
         if out is None:

@@ -49,5 +49,8 @@ def key_option(key: str, *flags: str, panel: Optional[str] = None, help: Optiona
     cli_tp = type_ or _cli_type(tp)
     if cli_tp is bool and len(names) == 1 and "/" not in names[0]:
         names = (f"{names[0]}/--no-{names[0].lstrip('-')}",)
-    return Annotated[Optional[cli_tp], typer.Option(*names, help=text, rich_help_panel=panel, show_default=False)]
+    choices = tuple(map(str, f.metadata.get("choices") or ()))
+    complete = (lambda incomplete: [c for c in choices if c.startswith(incomplete)]) if choices else None  # <TAB>
+    return Annotated[Optional[cli_tp], typer.Option(*names, help=text, rich_help_panel=panel, show_default=False,
+                                                    autocompletion=complete)]
 

@@ -48,10 +48,12 @@ def run_cmd(
             raise LtaugError(f"--out {out} already holds a run; use --resume {out} to continue it, or a new --out")
         run = None
 
+    from ltaug.curves import require_backends
     from ltaug.device import resolve_device
     from ltaug.pipeline import metrics_table, run_pipeline, summary_table
 
     resolve_device(cfg.device)  # a device that is not here: before any folder exists
+    require_backends(cfg.logging)  # wandb chosen but not installed: likewise
     require_writable(run.path if run else (out if out is not None else DEFAULT_ROOT), "--resume" if run else "--out")
     existed = run is not None or (out is not None and out.exists())
     run = run or (RunDir(out) if out is not None else RunDir.create(None, cfg.name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import textwrap
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ltaug.config.data import DataConfig
 from ltaug.config.evaluate import EvaluateConfig
 from ltaug.config.fields import Section, opt, section, yaml_scalar
 from ltaug.config.generator import GeneratorConfig
+from ltaug.config.logging import LoggingConfig
 from ltaug.config.synth import SynthConfig
 from ltaug.errors import LtaugError
 
@@ -40,6 +42,7 @@ class Recipe(Section):
     synth: SynthConfig = section(SynthConfig, "sampling the synthetic images")
     classifier: ClassifierConfig = section(ClassifierConfig, "timm classifier on real plus synthetic data")
     evaluate: EvaluateConfig = section(EvaluateConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+    logging: LoggingConfig = section(LoggingConfig, "training curves: metrics.jsonl, TensorBoard, Weights & Biases")
 
     def validate(self) -> None:
         if not DEVICE_RE.match(self.device):
@@ -216,23 +219,58 @@ def load_recipe(recipe: str | os.PathLike | dict | None = None, sets: list[str] 
     return from_dict(Recipe, data)
 
 
+WIDTH = 120  # the line length of the written recipe (the project's own)
+COMMENT_COLUMN = 30  # comments start here unless a line is longer (as in the packaged recipes)
+
+
+def _help_of(f: dataclasses.Field) -> tuple[str, str]:
+    """A field's comment: its help, and its choices as "[a | b]" (kept on one line when wrapped)."""
+    choices = f.metadata.get("choices")
+    return f.metadata.get("help", ""), f"[{' | '.join(map(str, choices))}]" if choices else ""
+
+
+def _commented(lines: list[tuple[str, tuple[str, str]]]) -> list[str]:
+    """(text, comment) pairs of one block as lines whose comments start in one column (COMMENT_COLUMN, or further
+    right when a line of the block is longer); a comment too long for the line goes on in lines below, in the same
+    column; a line too long to share stands under its comment. Comment-only lines are valid YAML anywhere, so the
+    text stays a recipe."""
+    col = max([COMMENT_COLUMN] + [len(t) + 2 for t, c in lines if any(c) and len(t) + 2 <= WIDTH // 2])
+    out = []
+    for text, (help_, choices) in lines:
+        if not (help_ or choices):
+            out.append(text)
+            continue
+        long = len(text) + 2 > col
+        at = len(text) - len(text.lstrip()) if long else col
+        width = max(WIDTH - at - 2, 30)
+        parts = textwrap.wrap(help_, width=width, break_long_words=False, break_on_hyphens=False) or [""]
+        if choices and len(parts[-1]) + 1 + len(choices) <= width:
+            parts[-1] = f"{parts[-1]} {choices}".strip()
+        elif choices:
+            parts.append(choices)
+        if long:
+            out.extend([f"{' ' * at}# {p}" for p in parts] + [text])
+        else:
+            out.append(f"{text.ljust(at)}# {parts[0]}")
+            out.extend(f"{' ' * at}# {p}" for p in parts[1:])
+    return out
+
+
 def to_yaml(obj: Any, indent: int = 0) -> str:
-    """Commented YAML of a resolved recipe (or section). Parsing it back gives the same recipe."""
-    lines = []
+    """Commented YAML of a resolved recipe (or section): every key with its help (the field's) as the comment,
+    aligned and wrapped as in the packaged recipes. Parsing it back gives the same recipe."""
     pad = "  " * indent
+    out: list[str] = []
+    block: list[tuple[str, tuple[str, str]]] = []  # the values between two sub-sections share a comment column
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        help_ = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")
-        if choices:
-            help_ += f" [{' | '.join(map(str, choices))}]"
         if dataclasses.is_dataclass(value):
-            lines.append(f"{pad}{f.name}:  # {help_}" if help_ else f"{pad}{f.name}:")
-            lines.append(to_yaml(value, indent + 1))
+            out += _commented(block) + _commented([(f"{pad}{f.name}:", _help_of(f))])
+            out.append(to_yaml(value, indent + 1))
+            block = []
         else:
-            comment = f"  # {help_}" if help_ else ""
-            lines.append(f"{pad}{f.name}: {yaml_scalar(value)}{comment}")
-    return "\n".join(lines)
+            block.append((f"{pad}{f.name}: {yaml_scalar(value)}", _help_of(f)))
+    return "\n".join(out + _commented(block))
 
 
 def recipe_text(recipe: Recipe) -> str:

@@ -11,8 +11,8 @@ Multi-GPU / multi-node: launch with `torchrun`; WORLD_SIZE > 1 starts DDP (nccl 
 `batch_size` is split over ranks and micro-batches; rank 0 writes every file.
 
 Writes, under `run_dir/generator/` (ltaug.rundir): checkpoints/ckpt-NNNNNNN.pt (last `keep_ckpts`), metrics.jsonl,
-grids/ (grid-NNNNNNN.png, rows = classes from head to tail, labelled), diffusers/ (final EMA weights), and
-calibration.json when `diffrop.margin` is `auto`.
+grids/ (grid-NNNNNNN.png, rows = classes from head to tail, labelled), diffusers/ (final EMA weights),
+calibration.json when `diffrop.margin` is `auto`, and the curves of `logging.backends` (tb/: ltaug.curves).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 from ltaug import __version__
 from ltaug.callbacks import ReportFn
 from ltaug.config import Recipe, to_dict
+from ltaug.curves import Curves, require_backends
 from ltaug.data import load_from_config
 from ltaug.device import amp_dtype, autocast, init_distributed, no_sync, resolve_device, wrap_ddp
 from ltaug.diffusion.batches import BatchOrder, mix_seed
@@ -50,7 +51,7 @@ from ltaug.diffusion.margin import MarginCalibrator
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet, count_parameters
 from ltaug.errors import LtaugError
-from ltaug.files import append_jsonl, atomic_write_json
+from ltaug.files import atomic_write_json
 from ltaug.locks import holds_lock
 from ltaug.progress import progress_bar
 from ltaug.rundir import RunDir
@@ -106,6 +107,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
                          f"= {dist.world} x {g.accum}")
     micro = g.batch_size // (dist.world * g.accum)
     amp = amp_dtype(g.amp, device, "generator.amp")
+    require_backends(recipe.logging)  # e.g. wandb chosen but not installed: before anything is written
 
     # Data and checks: nothing is written before these pass.
     ds = load_from_config(recipe.data)
@@ -201,7 +203,9 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     n_sums = 0
     t_log, step_log = time.perf_counter(), start
     step = start
-    with StopRequest() as stop, progress_bar(total=g.steps, desc="train-generator", unit="step",
+    curves = Curves(recipe.logging, run.generator, jsonl=run.generator_metrics, name=f"{run.path.name}/generator",
+                    config=to_dict(recipe), resume_step=start, main=dist.is_main)
+    with curves, StopRequest() as stop, progress_bar(total=g.steps, desc="train-generator", unit="step",
                                              enabled=progress and dist.is_main, completed=start) as bar:
         while step < g.steps:
             # Learning rate: linear warmup, then constant.
@@ -279,6 +283,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
                         f"{margin.calibration['num_values']} values of D, steps {margin.calibration['steps']})")
             if (g.grid_every > 0 and step % g.grid_every == 0) or step == g.steps:
                 last_grid = grid(step) or last_grid
+                curves.image("samples/class_grid", last_grid, step)  # None on the other ranks: nothing
             ckpt_path = save(step) if (step % g.ckpt_every == 0 or step == g.steps or stop_now) else None
             last_ckpt = ckpt_path or last_ckpt
             if step % g.log_every == 0 or step == g.steps or ckpt_path is not None:
@@ -290,7 +295,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
                                "margin": margin.margin, "img_s": img_s, "seconds": now - t_start}
                 sums, n_sums = {}, 0
                 if dist.is_main:
-                    append_jsonl(run.generator_metrics, last_record)
+                    curves.log(last_record, step_key="step", tags={k: f"loss/{k}" for k in keys})
                     if report is not None:
                         report(dict(last_record), str(run.checkpoints) if ckpt_path is not None else None)
             if dist.is_main:
