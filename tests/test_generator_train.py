@@ -65,7 +65,7 @@ def test_load_generator_and_diffusers_export(tmp_path):
     from ltaug.diffusion.checkpoint import load_generator
     from ltaug.diffusion.train import train_generator
 
-    train_generator(recipe("generator.steps=1", "generator.keep_ckpts=1", "generator.diffrop.margin=auto",
+    train_generator(recipe("generator.loss=diffrop", "generator.keep_ckpts=1", "generator.diffrop.margin=auto",
                            "generator.diffrop.auto_steps=2", "generator.steps=3"), tmp_path, progress=False)
     ckpts = sorted((tmp_path / "generator" / "checkpoints").glob("*.pt"))
     assert [p.name for p in ckpts] == ["ckpt-0000003.pt"]  # keep_ckpts=1

@@ -412,7 +412,7 @@ def test_a_classifier_resume_with_another_recipe_changes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("change,key", [
-    (["--loss", "ddpm"], "generator.loss"),
+    (["--loss", "cbdm"], "generator.loss"),
     (["--set", "generator.lr=0.01"], "generator.lr"),
     (["--set", "generator.diffrop.margin=0.1"], "generator.diffrop.margin"),
     (["--set", "seed=3"], "seed"),
