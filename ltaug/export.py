@@ -54,8 +54,8 @@ def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None,
     """Write the export folder of the run at run_path (see the module docstring); returns it."""
     run = RunDir.find(run_path)
     if run is None or not run.exists():
-        raise LtaugError(f"RUN {run_path}: not a run directory (no config.yaml and env.json); give the run directory of "
-                         "`ltaug train-generator` or `ltaug run`")
+        raise LtaugError(f"RUN {run_path}: not a run directory (no config.yaml and env.json); give the run directory "
+                         "of `ltaug train-generator` or `ltaug run`")
     ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else run.path)
     out_dir = Path(out) if out is not None else default_out(run)
     check_out(out_dir)

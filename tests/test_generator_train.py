@@ -55,7 +55,8 @@ def test_resume_is_bit_exact(tmp_path):
     # the run dir holds what the contract says
     names = files(b / "generator")
     assert "checkpoints/ckpt-0000004.pt" in names and "checkpoints/ckpt-0000002.pt" in names
-    assert "grids/grid-0000004.png" in names and "diffusers/unet/config.json" in names and "diffusers/model_index.json" in names
+    assert "grids/grid-0000004.png" in names and "diffusers/model_index.json" in names
+    assert "diffusers/unet/config.json" in names and "diffusers/scheduler/scheduler_config.json" in names
     assert (b / "config.yaml").is_file() and (b / "log.txt").is_file()
 
 
