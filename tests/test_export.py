@@ -254,3 +254,34 @@ def test_pipeline_folder_is_a_generator_source_and_hub_ids_are_refused_offline(r
     assert not (tmp_path / "c").exists()
     r = cli("evaluate", "someone/ltaug-model", "--num-samples", 10, "--metrics", "overlap")
     assert r.exit_code == 2 and "PATH" in r.output and "offline" in r.output
+
+
+def _mount(*args) -> bool:
+    return subprocess.run(["mount", *map(str, args)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_export_onto_a_read_only_or_full_disk_leaves_nothing(run, tmp_path, kind):
+    """A real file system refusing the write: a read-only parent, or a tmpfs too small for the UNet's weights
+    (needs mount rights: root, as CI; a non-root user gets the read-only case from a folder without write
+    permission)."""
+    import os
+
+    parent = tmp_path / "disk"
+    parent.mkdir()
+    opts = "ro,size=1m" if kind == "read-only" else "size=64k"
+    mounted = _mount("-t", "tmpfs", "-o", opts, "ltaug-export", parent)
+    if not mounted:
+        if kind == "full" or os.geteuid() == 0:
+            pytest.skip("mounting a tmpfs needs mount rights")
+        parent.chmod(0o500)
+    try:
+        r = cli("export", run, "--out", parent / "exp")
+        assert r.exit_code == 1, r.output
+        assert "read-only" in r.output or "space" in r.output or "permission" in r.output.lower()
+        assert list(parent.iterdir()) == []  # no folder, no temporary sibling
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(parent)], capture_output=True)
+        else:
+            parent.chmod(0o700)
