@@ -285,3 +285,22 @@ def test_export_onto_a_read_only_or_full_disk_leaves_nothing(run, tmp_path, kind
             subprocess.run(["umount", "-l", str(parent)], capture_output=True)
         else:
             parent.chmod(0o700)
+
+
+def test_pipeline_folder_feeds_evaluate_and_init_from(run, tmp_path):
+    from ltaug.config import SynthConfig
+    from ltaug.diffusion.init_from import load_init
+    from ltaug.errors import LtaugError
+    from ltaug.metrics.evaluate import load_generated
+
+    export = run / "generator" / "diffusers"
+    cfg = SynthConfig(sampler="ddim", steps=3, w=1.0, per_class=0, fill_to=0)
+    a = load_generated(run, 4, cfg, seed=0)
+    b = load_generated(export, 4, cfg, seed=0)
+    np.testing.assert_array_equal(a["images"], b["images"])
+    assert b["classes"] == a["classes"] and b["train_counts"] == a["train_counts"]
+    # generator.init_from reads the exact betas of the scheduler: cosine T = 50 is recognised as such
+    net, record = load_init(str(export), 10, 1, 16, 50, "cosine")
+    assert record["class_embedding"] == "kept"
+    with pytest.raises(LtaugError, match="generator.schedule=cosine"):
+        load_init(str(export), 10, 1, 16, 50, "linear")
