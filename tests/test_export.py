@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -251,8 +252,10 @@ def test_pipeline_folder_is_a_generator_source_and_hub_ids_are_refused_offline(r
     r = cli("synthesize", "someone/ltaug-model", "--out", tmp_path / "c", *args)
     assert r.exit_code == 2 and "RUN_DIR" in r.output and "offline" in r.output
     assert not (tmp_path / "c").exists()
-    r = cli("evaluate", "someone/ltaug-model", "--num-samples", 10, "--metrics", "overlap")
+    r = cli("evaluate", "someone/ltaug-model", "--num-samples", 10, "--metrics", "overlap", "--out", tmp_path / "e")
     assert r.exit_code == 2 and "PATH" in r.output and "offline" in r.output
+    r = cli("evaluate", "someone/ltaug-model", "--num-samples", 10, "--metrics", "overlap")  # never into the cache
+    assert r.exit_code == 2 and "--out" in r.output and not (tmp_path / "e").exists()
 
 
 def _mount(*args) -> bool:
@@ -297,6 +300,8 @@ def test_pipeline_folder_feeds_evaluate_and_init_from(run, tmp_path):
     a = load_generated(run, 4, cfg, seed=0)
     b = load_generated(export, 4, cfg, seed=0)
     np.testing.assert_array_equal(a["images"], b["images"])
+    outside = shutil.copytree(export, tmp_path / "exp")  # an export outside any run: results beside it, not in it
+    assert load_generated(outside, 2, cfg, seed=0)["default_out"] == tmp_path / "exp-evaluate"
     assert b["classes"] == a["classes"] and b["train_counts"] == a["train_counts"]
     # generator.init_from reads the exact betas of the scheduler: cosine T = 50 is recognised as such
     net, record = load_init(str(export), 10, 1, 16, 50, "cosine")

@@ -23,6 +23,8 @@ from ltaug.cli.common import (
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUP_NAMES, GROUPS
 from ltaug.config.evaluate import parse_metrics
+from ltaug.errors import LtaugError
+from ltaug.hub import parse_hub_id
 from ltaug.rundir import RunDir
 
 _P = "sampling (generator runs only)"
@@ -68,6 +70,9 @@ def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = 
                  seed: Seed = None, data_root: DataRoot = None, device: DeviceOpt = None, out: Out = None,
                  recipe: RecipeOpt = None, sets: SetOpt = None) -> None:
     if not str(path).startswith("npz:"):
+        if out is None and parse_hub_id(str(path)) is not None:  # the default, beside the source, is the HF cache
+            raise LtaugError(f"PATH {path}: a Hub model's results need --out DIR (they are not written into the "
+                             "Hugging Face cache)")
         path = local_or_hub(path, "PATH")  # a Hub id: its pipeline folder, downloaded (or cached)
     r = resolve_recipe(recipe_of(path, recipe), sets, **{
         "evaluate.metrics": parse_metrics(metrics) if metrics else None,

@@ -95,7 +95,8 @@ def load_generated(source: str | os.PathLike, num_samples: Optional[int], sampli
         counts = [int(x) for x in g.counts] if g.counts else None
         return {"images": images, "labels": labels, "classes": list(g.classes), "train_counts": counts,
                 "counts_from": "generator checkpoint" if counts else "", "protocol": protocol,
-                "default_out": run.evaluate if run else (p.parent if p.is_file() else p) / "evaluate"}
+                "default_out": run.evaluate if run else p.with_name(f"{p.name}-evaluate") if is_pipeline_folder(p)
+                else (p.parent if p.is_file() else p) / "evaluate"}  # an export folder stays as exported
     if not (p.is_dir() or (p.is_file() and p.suffix == ".npz")):
         raise LtaugError(f"{p} is neither a folder, an npz file nor a generator checkpoint")
     ds = read_synthetic(p)
