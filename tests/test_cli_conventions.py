@@ -37,7 +37,10 @@ def test_version_prints_the_package_version_without_torch():
 
 
 def test_shell_completion_script_and_completions():
-    p = ltaug_cli("--show-completion", "bash")
+    # typer finds the shell from the parent processes (shellingham): run it from a bash, so the test does not
+    # depend on what started pytest
+    p = subprocess.run(["bash", "-c", f"'{sys.executable}' -m ltaug --show-completion; exit $?"], capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0 and "_LTAUG_COMPLETE=complete_bash" in p.stdout, p.stdout + p.stderr
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
 
