@@ -27,7 +27,8 @@ def test_cli_short_run_then_resume(tmp_path):
     g = out / "generator"
     assert (out / "config.yaml").is_file() and (out / "env.json").is_file()
     assert (g / "checkpoints" / "ckpt-0000002.pt").is_file() and (g / "grids" / "grid-0000002.png").is_file()
-    assert (g / "diffusers" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (g / "diffusers" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (g / "diffusers" / "model_index.json").is_file()
     from ltaug.files import read_jsonl
 
     rec = read_jsonl(g / "metrics.jsonl")

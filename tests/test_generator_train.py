@@ -55,13 +55,15 @@ def test_resume_is_bit_exact(tmp_path):
     # the run dir holds what the contract says
     names = files(b / "generator")
     assert "checkpoints/ckpt-0000004.pt" in names and "checkpoints/ckpt-0000002.pt" in names
-    assert "grids/grid-0000004.png" in names and "diffusers/config.json" in names
+    assert "grids/grid-0000004.png" in names and "diffusers/model_index.json" in names
+    assert "diffusers/unet/config.json" in names and "diffusers/scheduler/scheduler_config.json" in names
     assert (b / "config.yaml").is_file() and (b / "log.txt").is_file()
 
 
 def test_load_generator_and_diffusers_export(tmp_path):
     from diffusers import UNet2DModel
 
+    from ltaug import ClassConditionalPipeline
     from ltaug.diffusion.checkpoint import load_generator
     from ltaug.diffusion.train import train_generator
 
@@ -77,8 +79,10 @@ def test_load_generator_and_diffusers_export(tmp_path):
     assert gen.counts[0] == 400 and gen.counts[-1] == 4 and not gen.net.training
     assert gen.meta["margin"] > 0 and gen.meta["calibration"]["quantile"] == 0.9
     assert gen.schedule.T == 1000 and gen.config["generator"]["preset"] == "tiny"
-    # the diffusers export is the EMA network, loadable by plain diffusers
-    unet = UNet2DModel.from_pretrained(tmp_path / "generator" / "diffusers")
+    # the diffusers export is the EMA network in a pipeline folder, its UNet loadable by plain diffusers
+    export = tmp_path / "generator" / "diffusers"
+    unet = UNet2DModel.from_pretrained(export / "unet")
+    assert ClassConditionalPipeline.from_pretrained(export).config.class_names == gen.classes
     r = gen.resolution
     x, t, y = torch.randn(2, 1, r, r), torch.tensor([10, 500]), torch.tensor([3, 10])
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # The commands register in pipeline order, which is the order `ltaug --help` lists them in.
 # isort: off
-from ltaug.cli import data, generator, synthesize, classifier, evaluate, tune, run, config  # noqa: F401
+from ltaug.cli import data, generator, synthesize, classifier, evaluate, export, tune, run, config  # noqa: F401
 # isort: on
 from ltaug.cli.app import PROG, app
 

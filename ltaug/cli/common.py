@@ -121,6 +121,14 @@ def _only_bookkeeping(path: Path) -> bool:
     return not _files(path)
 
 
+def local_or_hub(path: Path, flag: str) -> Path:
+    """`path` itself, unless it names a Hugging Face Hub repository (ltaug.hub's rule: OWNER/NAME that is not a local
+    path, or hf://...): then the local snapshot of it (downloaded or cached; offline: a message naming `flag`)."""
+    from ltaug.hub import parse_hub_id, resolve
+
+    return resolve(str(path), flag=flag) if parse_hub_id(str(path)) is not None else path
+
+
 def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any) -> Recipe:
     """Recipe by name/path, then direct flags (dotted keys -> value, None = not given), then --set overrides."""
     return load_recipe(recipe, list(sets or []), values=direct)

@@ -10,7 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors, recipe_of, resolve_recipe
+from ltaug.cli.common import (
+    DeviceOpt,
+    RecipeOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    local_or_hub,
+    recipe_of,
+    resolve_recipe,
+)
 from ltaug.cli.options import key_option
 from ltaug.config.data import GROUP_NAMES, GROUPS
 from ltaug.config.evaluate import parse_metrics
@@ -18,8 +27,9 @@ from ltaug.rundir import RunDir
 
 _P = "sampling (generator runs only)"
 
-PathArg = Annotated[Path, typer.Argument(help="generator run directory (samples --num-samples images), or a "
-                                              "synthetic folder of class sub-folders, or an npz file")]
+PathArg = Annotated[Path, typer.Argument(help="generator run directory or pipeline folder of `ltaug export` (or its "
+                                              "Hub id OWNER/NAME; samples --num-samples images), or a synthetic "
+                                              "folder of class sub-folders, or an npz file")]
 Reference = key_option("evaluate.reference", "--reference")
 Metrics = key_option("evaluate.metrics", "--metrics", help="comma list of fid,kid,is,pr,overlap")
 NumSamples = key_option("evaluate.num_samples", "--num-samples", "-n",
@@ -57,6 +67,8 @@ def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = 
                  steps: Steps = None, w: W = None, eta: Eta = None, variance: Variance = None, amp: Amp = None,
                  seed: Seed = None, data_root: DataRoot = None, device: DeviceOpt = None, out: Out = None,
                  recipe: RecipeOpt = None, sets: SetOpt = None) -> None:
+    if not str(path).startswith("npz:"):
+        path = local_or_hub(path, "PATH")  # a Hub id: its pipeline folder, downloaded (or cached)
     r = resolve_recipe(recipe_of(path, recipe), sets, **{
         "evaluate.metrics": parse_metrics(metrics) if metrics else None,
         "evaluate.num_samples": num_samples, "evaluate.classifier": classifier,

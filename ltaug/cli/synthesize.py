@@ -10,7 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import DeviceOpt, RecipeOpt, SetOpt, console, handle_errors, recipe_of, resolve_recipe
+from ltaug.cli.common import (
+    DeviceOpt,
+    RecipeOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    local_or_hub,
+    recipe_of,
+    resolve_recipe,
+)
 from ltaug.cli.options import key_option
 from ltaug.errors import LtaugError
 from ltaug.rundir import RunDir
@@ -39,7 +48,8 @@ MinConf = key_option("synth.min_confidence", panel=FILTER)
 Overwrite = Annotated[bool, typer.Option("--overwrite", rich_help_panel=SCALE,
                                          help="delete earlier synthetic images in the folder and start over")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no plan table, no progress bar")]
-RunArg = Annotated[Path, typer.Argument(help="run directory (or its generator/ folder, or a checkpoint file)")]
+RunArg = Annotated[Path, typer.Argument(help="run directory (or its generator/ folder, a checkpoint file, a pipeline "
+                                        "folder of `ltaug export`, or its Hub id OWNER/NAME)")]
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="synthetic folder (default RUN_DIR/synth)")]
 
 
@@ -58,6 +68,7 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
             raise LtaugError(f"{flag} {v}: must be a positive number")
     if per_class is not None and fill_to is not None:
         raise LtaugError(f"--per-class {per_class} and --fill-to {fill_to}: choose one")
+    run_dir = local_or_hub(run_dir, "RUN_DIR")  # a Hub id: its pipeline folder, downloaded (or cached)
     if not run_dir.exists():
         raise LtaugError(f"RUN_DIR {run_dir}: no such directory or file; give the run directory of "
                          "`ltaug train-generator`")

@@ -8,11 +8,14 @@ sampler.py     sample(...): the DDPM / DDIM loop with guidance and one noise str
 batches.py     BatchOrder: which images each step sees (shuffling, or class-balanced resampling)
 margin.py      MarginCalibrator: DiffROP's `margin: auto`
 init_from.py   load_init(ref, ...): generator.init_from, a pretrained diffusers UNet2DModel + a zero class embedding
+pipeline.py    ClassConditionalPipeline: the diffusers DiffusionPipeline of a trained generator (guidance, seeds)
+pipeline_folder.py  write_pipeline / read_pipeline: the exported pipeline folder (generator/diffusers, ltaug export)
 ema.py, grid.py, checkpoint.py (files, loading, compatibility), train.py (train_generator)
 """
 
 from ltaug.diffusion.checkpoint import LoadedGenerator, export_diffusers, load_generator, resolve_checkpoint
 from ltaug.diffusion.losses import LOSSES, get_loss, loss_options, register
+from ltaug.diffusion.pipeline import ClassConditionalPipeline
 from ltaug.diffusion.sampler import guidance_scale, sample, to_uint8
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.train import GeneratorResult, NonFiniteLossError, TrainingInterrupted, train_generator
@@ -20,4 +23,5 @@ from ltaug.diffusion.unet import ClassConditionalUNet, build_unet
 
 __all__ = ["LoadedGenerator", "export_diffusers", "load_generator", "resolve_checkpoint", "LOSSES", "get_loss",
            "loss_options", "register", "guidance_scale", "sample", "to_uint8", "NoiseSchedule", "GeneratorResult",
-           "NonFiniteLossError", "TrainingInterrupted", "train_generator", "ClassConditionalUNet", "build_unet"]
+           "NonFiniteLossError", "TrainingInterrupted", "train_generator", "ClassConditionalUNet", "build_unet",
+           "ClassConditionalPipeline"]

@@ -17,18 +17,17 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from ltaug.config.generator import GeneratorConfig
 from ltaug.diffusion.init_from import build_from_config
+from ltaug.diffusion.pipeline_folder import is_pipeline_folder, read_pipeline, write_pipeline
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet
 from ltaug.errors import LtaugError
-from ltaug.files import atomic_write, atomic_write_json, remove_temporaries, sha256_file
+from ltaug.files import atomic_write, remove_temporaries, sha256_file
 from ltaug.rundir import RunDir
-from ltaug.space import as_fault
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.pt$")
 
@@ -189,7 +188,15 @@ class LoadedGenerator:
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> LoadedGenerator:
-    """The trained network of a run dir / generator dir / checkpoints dir / ckpt file (EMA weights by default)."""
+    """The trained network of a run dir / generator dir / checkpoints dir / ckpt file (EMA weights by default), or
+    of a pipeline folder (`generator/diffusers`, an `ltaug export`, a Hub download: the weights it holds, whatever
+    `ema` says; its `checkpoint_path` is the folder and its sha256 the UNet weights')."""
+    if is_pipeline_folder(path):
+        got = read_pipeline(path, device)
+        return LoadedGenerator(net=got["net"], schedule=got["schedule"], num_classes=len(got["classes"]),
+                               classes=got["classes"], channels=got["channels"], resolution=got["resolution"],
+                               step=got["step"], checkpoint_path=Path(path), checkpoint_sha256=got["sha256"],
+                               config={}, counts=got["counts"], meta=got["meta"])
     ckpt_path = resolve_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     meta = state.get("meta") or {}
@@ -211,34 +218,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
                            config=dict(state.get("config") or {}), counts=list(meta.get("counts", [])), meta=meta)
 
 
-def export_diffusers(net, meta: dict, out_dir: str | Path) -> Path:
-    """Save the inner diffusers UNet2DModel with `save_pretrained` (plus ltaug.json: classes, null label, schedule),
-    into a temporary folder first, then swap it in, so out_dir is never half-written."""
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()  # never write through a link
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        net.unet.save_pretrained(tmp)
-        usage = "UNet2DModel.from_pretrained(dir)(x, t, class_labels=y).sample"
-        atomic_write_json(tmp / "ltaug.json", {**meta, "null_class": meta.get("num_classes"), "usage": usage})
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        size = sum(p.numel() * p.element_size() for p in net.unet.parameters())
-        fault = as_fault(e, out / "diffusion_pytorch_model.safetensors", size)
-        if fault is None and isinstance(e, Exception) and "No space left" in str(e):  # safetensors' own error type
-            fault = as_fault(OSError(28, "No space left on device"), out / "diffusion_pytorch_model.safetensors",
-                             size)
-        if fault is not None:
-            raise fault from None
-        raise
-    old: Optional[Path] = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out
+def export_diffusers(net, meta: dict, out_dir: str | Path, *, variance: str = "large") -> Path:
+    """Write the pipeline folder of `net` (ltaug.diffusion.pipeline_folder: model_index.json, unet/, scheduler/,
+    class names, ltaug.json) into a temporary folder first, then swap it in, so out_dir is never half-written."""
+    return write_pipeline(net, meta, out_dir, variance=variance)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
+from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import ClassConditionalUNet
 from ltaug.errors import LtaugError
 from ltaug.files import sha256_file
@@ -96,6 +97,11 @@ def _check(ref: str, folder: Path, cfg: dict, num_classes: int, channels: int, r
         beta = sched.get("beta_schedule")
         linear = beta == "linear" and (sched.get("beta_start"), sched.get("beta_end")) == (1e-4, 0.02)
         theirs = "linear" if linear else _SCHEDULES.get(beta)
+        if sched.get("trained_betas") and theirs_T is not None:  # exact betas (an ltaug export): which schedule
+            betas = torch.tensor(sched["trained_betas"], dtype=torch.float64)
+            theirs = next((k for k in ("linear", "cosine") if len(betas) == int(theirs_T) and
+                           torch.allclose(NoiseSchedule.make(k, int(theirs_T)).betas, betas, rtol=1e-9, atol=0)),
+                          None)
         if theirs is not None and theirs != schedule:
             raise LtaugError(f"{KEY} {ref}: the model was trained with the {theirs} beta schedule, but "
                              f"generator.schedule is {schedule}; set --set generator.schedule={theirs}")

@@ -11,7 +11,8 @@ Multi-GPU / multi-node: launch with `torchrun`; WORLD_SIZE > 1 starts DDP (nccl 
 `batch_size` is split over ranks and micro-batches; rank 0 writes every file.
 
 Writes, under `run_dir/generator/` (ltaug.rundir): checkpoints/ckpt-NNNNNNN.pt (last `keep_ckpts`), metrics.jsonl,
-grids/ (grid-NNNNNNN.png, rows = classes from head to tail, labelled), diffusers/ (final EMA weights),
+grids/ (grid-NNNNNNN.png, rows = classes from head to tail, labelled), diffusers/ (the final EMA weights as a
+diffusers pipeline folder: ltaug.diffusion.pipeline_folder),
 calibration.json when `diffrop.margin` is `auto`, and the curves of `logging.backends` (tb/: ltaug.curves).
 """
 
@@ -311,7 +312,8 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     if dist.is_main:
         final_grid = run.grids / f"grid-{step:07d}.png"
         last_grid = final_grid if final_grid.is_file() else grid(step)  # a resume of a finished run draws it too
-        diffusers_dir = export_diffusers(ema.net, dict(meta, margin=margin.margin), run.diffusers)
+        diffusers_dir = export_diffusers(ema.net, dict(meta, margin=margin.margin, step=step, ema=True),
+                                        run.diffusers, variance=recipe.synth.variance)
         run.log(f"generator: done at step {step}; {last_ckpt}")
     dist.close()
     return GeneratorResult(step=step, checkpoint=last_ckpt, diffusers=diffusers_dir, grid=last_grid,

@@ -35,6 +35,7 @@ from ltaug.data.synthetic import SETTINGS, real_counts
 from ltaug.data.synthetic import load_synthetic as read_synthetic
 from ltaug.device import resolve_device
 from ltaug.diffusion.checkpoint import load_generator
+from ltaug.diffusion.pipeline_folder import is_pipeline_folder
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json, read_json
 from ltaug.metrics import inception as inc
@@ -55,7 +56,7 @@ PROTOCOL_KEYS = ("checkpoint", "checkpoint_sha256", "step", "sampler", "steps", 
 
 def _is_generator(p: Path) -> bool:
     return (p.is_file() and p.suffix in (".pt", ".pth")) or (p / "checkpoints").is_dir() or \
-        RunDir(p).checkpoints.is_dir()
+        RunDir(p).checkpoints.is_dir() or is_pipeline_folder(p)
 
 
 def _counts_near(folder: Path, classes: list[str]) -> tuple[Optional[list[int]], str]:

@@ -22,6 +22,7 @@ from ltaug.config.synth import SynthConfig
 from ltaug.device import amp_dtype, autocast
 from ltaug.diffusion.checkpoint import LoadedGenerator, load_generator
 from ltaug.diffusion.sampler import sample, to_uint8
+from ltaug.errors import LtaugError
 
 Batch = tuple[list[int], list[int]]
 
@@ -106,6 +107,10 @@ class RayEngine:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = 1 if use_gpu else max(1, cpus // workers)
         # A joined cluster may not share our filesystem: ship the checkpoint bytes; locally the path is enough.
+        if address and Path(checkpoint_path).is_dir():
+            raise LtaugError(f"--address {address}: a joined Ray cluster is sent one checkpoint file, and "
+                             f"{checkpoint_path} is a pipeline folder; sample it on local workers (drop --address), "
+                             "or give the run directory")
         ckpt = ray.put(Path(checkpoint_path).read_bytes()) if address else str(checkpoint_path)
         actor = ray.remote(num_gpus=1, num_cpus=1)(_Worker) if use_gpu else ray.remote(num_cpus=1)(_Worker)
         self.device = "cuda" if use_gpu else "cpu"

@@ -1,0 +1,48 @@
+"""`ltaug export RUN`: a thin shell over ltaug.export (the pipeline folder, classifiers, model card; the Hub)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ltaug.cli.app import app
+from ltaug.cli.common import console, handle_errors
+from ltaug.errors import LtaugError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RunArg = Annotated[Path, typer.Argument(help="run directory (of `ltaug train-generator` or `ltaug run`)")]
+EmaOpt = Annotated[bool, typer.Option("--ema/--raw", help="export the EMA weights (default) or the raw ones")]
+CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="the checkpoint to export (default: the run's "
+                                                 "newest generator/checkpoints/ckpt-*.pt)")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="export folder (default RUN/export); an existing "
+                                                "one is replaced only when it is a previous export")]
+PushOpt = Annotated[Optional[str], typer.Option("--push-to-hub", metavar="REPO_ID",
+                                                help="then upload the folder to this Hugging Face model repository "
+                                                     "(created if missing; needs a token: `hf auth login`)")]
+PrivateOpt = Annotated[bool, typer.Option("--private", help="with --push-to-hub: create the repository private")]
+
+
+@app.command("export", help="Write a run's generator as a complete diffusers pipeline folder (ClassConditionalPipeline:"
+             " model_index.json, unet/, scheduler/, class names), its classifiers in timm's format, a sample grid and "
+             "a model card (README.md); optionally push it to the Hugging Face Hub.")
+@handle_errors
+def export_cmd(run_dir: RunArg, ema: EmaOpt = True, checkpoint: CkptOpt = None, out: OutOpt = None,
+               repo_id: PushOpt = None, private: PrivateOpt = False) -> None:
+    if private and repo_id is None:
+        raise LtaugError("--private applies to --push-to-hub REPO_ID only; add --push-to-hub or drop --private")
+    if not run_dir.exists():
+        raise LtaugError(f"RUN {run_dir}: no such directory; give the run directory of `ltaug train-generator`")
+    if repo_id is not None and not REPO_ID.match(repo_id):
+        raise LtaugError(f"--push-to-hub {repo_id}: a Hub repository id is OWNER/NAME")
+
+    from ltaug.export import export_run, push_to_hub, upload_files
+
+    folder = export_run(run_dir, checkpoint=checkpoint, ema=ema, out=out)
+    console.print(f"[green]exported[/] {len(upload_files(folder))} files to {folder}", highlight=False)
+    console.print(f'  load: ClassConditionalPipeline.from_pretrained("{folder}")', markup=False, highlight=False)
+    if repo_id is not None:
+        url = push_to_hub(folder, repo_id, private=private)
+        console.print(f"[green]pushed[/] to {url}", highlight=False)

@@ -1,0 +1,177 @@
+"""`ltaug export RUN`: a run's generator as a self-contained diffusers pipeline folder, ready for the Hub.
+
+    OUT/  the pipeline folder (ltaug.diffusion.pipeline_folder: model_index.json, unet/, scheduler/, pipeline.py,
+          ltaug.json) of any checkpoint (default: the newest, EMA weights), plus
+          classifier-NAME/config.json + model.safetensors   each classifier of the run, in timm's format, when present
+          grid.png                                           the newest class grid of generator/grids
+          README.md                                          the model card: dataset, class counts, loss, metrics with
+                                                             their protocol, the recipe (config.yaml)
+
+The whole folder is built in a temporary sibling and renamed into place (it appears whole or not at all). An existing
+OUT is replaced only when it is a previous export (it holds ltaug.json and model_index.json); any other non-empty
+folder is refused. `push_to_hub(OUT, REPO_ID)` uploads exactly that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from ltaug.diffusion.checkpoint import load_generator, resolve_checkpoint
+from ltaug.diffusion.pipeline_folder import LTAUG_JSON, MODEL_INDEX, write_pipeline
+from ltaug.errors import LtaugError
+from ltaug.files import atomic_write_text, read_json
+from ltaug.hub import hub_offline
+from ltaug.rundir import RunDir
+
+TIMM_FILES = ("config.json", "model.safetensors")
+CARD = "README.md"
+GRID = "grid.png"
+GROUP_ROWS = ("overall", "many", "medium", "few")
+
+
+def is_export(path: Path) -> bool:
+    return (path / LTAUG_JSON).is_file() and (path / MODEL_INDEX).is_file()
+
+
+def default_out(run: RunDir) -> Path:
+    return run.path / "export"
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that holds something other than a previous export (nothing is written then)."""
+    if out.is_symlink():
+        raise LtaugError(f"--out {out}: is a symbolic link; give a real folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_export(out))):
+        raise LtaugError(f"--out {out}: exists and is not a previous `ltaug export` folder; give a new or empty "
+                         "folder (a previous export is replaced as a whole)")
+
+
+def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None, ema: bool = True,
+               out: Optional[str | Path] = None) -> Path:
+    """Write the export folder of the run at run_path (see the module docstring); returns it."""
+    run = RunDir.find(run_path)
+    if run is None or not run.exists():
+        raise LtaugError(f"RUN {run_path}: not a run directory (no config.yaml and env.json); give the run directory "
+                         "of `ltaug train-generator` or `ltaug run`")
+    ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else run.path)
+    out_dir = Path(out) if out is not None else default_out(run)
+    check_out(out_dir)
+    gen = load_generator(ckpt, ema=ema)
+    recipe = run.recipe()
+    meta = {**gen.meta, "step": gen.step, "ema": ema, "checkpoint": run.relative(ckpt),
+            "checkpoint_sha256": gen.checkpoint_sha256, "counts": gen.counts, "classes": gen.classes}
+    if "num_classes" not in meta:
+        meta["num_classes"] = gen.num_classes
+    grids = sorted(run.grids.glob("grid-*.png")) if run.grids.is_dir() else []
+
+    def extras(tmp: Path) -> None:
+        for cdir in sorted(run.path.glob("classifier-*")):
+            if all((cdir / f).is_file() for f in TIMM_FILES):
+                (tmp / cdir.name).mkdir()
+                for f in TIMM_FILES:
+                    shutil.copyfile(cdir / f, tmp / cdir.name / f)
+        if grids:
+            shutil.copyfile(grids[-1], tmp / GRID)
+        atomic_write_text(tmp / CARD, model_card(run, meta, has_grid=bool(grids),
+                                                 classifiers=sorted(p.name for p in tmp.glob("classifier-*"))))
+
+    exported = write_pipeline(gen.net, meta, out_dir, variance=recipe.synth.variance, extras=extras)
+    run.log(f"export: {run.relative(ckpt)} ({'EMA' if ema else 'raw'} weights) -> {exported}")
+    return exported
+
+
+def _table(rows: dict[str, dict]) -> list[str]:
+    cols = sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
+    if not cols:
+        return []
+    lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), (int, float)) else "-"
+                                                 for c in cols) + " |")
+    return lines
+
+
+def model_card(run: RunDir, meta: dict, *, has_grid: bool, classifiers: list[str]) -> str:
+    """The README.md of an export: Hub metadata, dataset and counts, the loss, metrics with their protocol, the
+    sample grid, how to load it, and the run's recipe."""
+    recipe = run.recipe()
+    dataset, loss = recipe.data.dataset, recipe.generator.loss
+    classes, counts = list(meta.get("classes") or []), list(meta.get("counts") or [])
+    lines = ["---", "library_name: diffusers", "tags:", "- ltaug", "- class-conditional", "- long-tailed",
+             "- diffusion", "---", "",
+             f"# ltaug class-conditional diffusion model: {dataset}, loss {loss}", "",
+             f"A class-conditional DDPM trained by ltaug on the long-tailed dataset "
+             f"`{dataset}` with the `{loss}` loss, {meta.get('step')} optimizer steps; "
+             f"{'EMA' if meta.get('ema', True) else 'raw (non-EMA)'} weights of `{meta.get('checkpoint')}` "
+             f"(sha256 {str(meta.get('checkpoint_sha256', ''))[:12]}). Schedule: {meta.get('schedule')}, "
+             f"T = {meta.get('T')}; images {meta.get('resolution')}x{meta.get('resolution')}, "
+             f"{meta.get('channels')} channel(s).", ""]
+    if has_grid:
+        lines += ["![class grid: one row per class, head to tail](grid.png)", ""]
+    lines += ["## Use", "", "```python", "import torch", "from ltaug import ClassConditionalPipeline", "",
+              'pipe = ClassConditionalPipeline.from_pretrained("THIS_FOLDER_OR_HUB_ID")',
+              "seeds = [0, 1, 2]",
+              f"images = pipe(class_labels={classes[:3]!r}, w=1.0, num_inference_steps={meta.get('T')},",
+              "              generator=[torch.Generator().manual_seed(s) for s in seeds]).images", "```", "",
+              "Guidance: eps = (1 + w) eps(x, c) - w eps(x, null), the null label is "
+              f"{len(classes)}; diffusers' guidance_scale is 1 + w. Without ltaug: "
+              '`DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR + "/pipeline.py", trust_remote_code=True)`.',
+              ""]
+    if classifiers:
+        lines += ["Classifiers (timm format): " + ", ".join(f"`{c}/`" for c in classifiers) +
+                  ' — `timm.create_model("local-dir:DIR/classifier-NAME", pretrained=True)` after `import ltaug`.',
+                  ""]
+    if counts:
+        lines += ["## Training data: images per class", "", "| class | images |", "|---|---|"]
+        lines += [f"| {c} | {n} |" for c, n in zip(classes, counts)]
+        lines.append("")
+    results = read_json(run.evaluate / "results.json")
+    summary = read_json(run.summary)
+    if results or summary:
+        lines += ["## Metrics", ""]
+    if results:
+        rows = {g: results[g] for g in GROUP_ROWS if isinstance(results.get(g), dict)}
+        lines += ["`ltaug evaluate` (evaluate/results.json):", "", *_table(rows), "",
+                  "Protocol:", "", "```json", json.dumps(results.get("protocol", {}), indent=1), "```", ""]
+    if summary:
+        rows = {k: v for k, v in summary.items() if isinstance(v, dict) and k != "stages"
+                and any(isinstance(x, (int, float)) for x in v.values())}
+        lines += ["`ltaug run` (summary.json): classifier accuracy per group, real only vs real + synthetic:", "",
+                  *_table(rows), ""]
+    lines += ["## Recipe (config.yaml of the run)", "", "```yaml", run.config.read_text().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def upload_files(folder: str | Path) -> list[str]:
+    """The files `push_to_hub` uploads from `folder`: every file in it, relative, sorted (what upload_folder sends;
+    the folder holds no hidden files or links)."""
+    root = Path(folder)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False) -> str:
+    """Create the model repository (exist_ok) and upload exactly `folder`; returns the repository's URL. Offline or
+    without a token: LtaugError naming --push-to-hub (the folder stays as written)."""
+    folder = Path(folder)
+    if hub_offline():
+        raise LtaugError(f"--push-to-hub {repo_id}: the Hub is offline (HF_HUB_OFFLINE=1); the export is written "
+                         f"at {folder}; push it later with network: unset HF_HUB_OFFLINE and run "
+                         f"`hf upload {repo_id} {folder}` (or this command again)")
+    from huggingface_hub import HfApi, get_token  # noqa: PLC0415  (only when pushing)
+    from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
+
+    if get_token() is None:
+        raise LtaugError(f"--push-to-hub {repo_id}: no Hugging Face token; log in with `hf auth login` (or set "
+                         f"HF_TOKEN), then push the export written at {folder} again")
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message=f"ltaug export ({len(upload_files(folder))} files)")
+    except HfHubHTTPError as e:
+        raise LtaugError(f"--push-to-hub {repo_id}: the Hub refused the upload ({e}); check the id and that your "
+                         f"token may write to it; the export is at {folder}") from e
+    return str(url)
