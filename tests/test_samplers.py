@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_sampler import TinyEps, _schedule  # per-class Gaussians' exact eps + a small net: samples stay inside [-1, 1]
 
 from ltaug.config import SynthConfig
 from ltaug.diffusion.sampler import sample
 from ltaug.diffusion.schedulers import ALIASES, class_names, traits
 from ltaug.errors import LtaugError
-from test_sampler import TinyEps, _schedule  # per-class Gaussians' exact eps + a small net: samples stay inside [-1, 1]
 
 T = 40
 
