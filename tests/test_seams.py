@@ -38,7 +38,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("make,match", [
     (lambda: SynthConfig(w=-1.0), r"--w -1.0: the guidance weight must be >= 0"),
-    (lambda: SynthConfig(sampler="euler"), r"--sampler 'euler'.*synth.sampler.*ddpm, ddim"),
+    (lambda: SynthConfig(sampler="eulr"), r"--sampler 'eulr'.*synth.sampler.*ddpm, ddim, dpm\+\+, unipc, euler.*UniPC"),
     (lambda: DiffropConfig(margin=-0.5), r"generator.diffrop.margin -0.5: must be >= 0"),
     (lambda: DiffropConfig(margin="big"), r"expected a number >= 0 or 'auto'"),
     (lambda: GeneratorConfig(lr=float("nan")), r"generator.lr.*nan"),

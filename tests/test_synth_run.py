@@ -163,6 +163,26 @@ def test_bf16_autocast_draws_nearly_the_fp32_images_and_is_part_of_the_identity(
         synthesize(tiny_run, tmp_path / "fp32", amp="bf16", **kw)
 
 
+def test_a_diffusers_sampler_is_part_of_the_folder_identity_by_its_class_name(tiny_run, tmp_path):
+    """`--sampler dpm++` reaches the sampling through synthesize (and equals generate_images, the evaluation path);
+    the folder names the class, so the class name resumes it and another sampler is refused."""
+    out = tmp_path / "d"
+    kw = dict(per_class=1, classes=["3", "7"], w=0.5, steps=3, device="cpu", progress=False)
+    res = synthesize(tiny_run, out, sampler="dpm++", **kw)
+    settings = json.loads((out / "settings.json").read_text())
+    assert res.generated == 2 and settings["sampler"] == "DPMSolverMultistepScheduler" and settings["eta"] is None
+    assert synthesize(tiny_run, out, sampler="DPMSolverMultistepScheduler", **kw).generated == 0
+    with pytest.raises(LtaugError, match=r'sampler: folder has "DPMSolverMu.*this run asks "ddim"'):
+        synthesize(tiny_run, out, sampler="ddim", **kw)
+    recs = _manifest(out)
+    assert {r["sampler"] for r in recs} == {"DPMSolverMultistepScheduler"}
+    from ltaug.diffusion.checkpoint import load_generator
+
+    again = generate_images(load_generator(tiny_run, device="cpu"), [r["label"] for r in recs],
+                            [r["seed"] for r in recs], sampler="dpm++", steps=3, w=0.5)
+    assert np.array_equal(again, np.stack([read_png(out / r["path"]) for r in recs]))
+
+
 def test_other_settings_are_refused_and_overwrite_starts_over(tiny_run, tmp_path):
 
     out = tmp_path / "s"
@@ -293,6 +313,9 @@ def test_cli_prints_the_plan_and_w_with_s(tiny_run, tmp_path):
     (["--fill-to", "-2"], "--fill-to -2: must be a positive number"),
     (["--per-class", "1", "--amp", "fp16"], "--amp fp16 needs a GPU"),
     (["--per-class", "1", "--amp", "fp8"], "synth.amp"),
+    (["--per-class", "1", "--sampler", "dpm+"], "--sampler 'dpm+' (recipe key 'synth.sampler') is not one of ddpm, "
+                                                "ddim, dpm++, unipc, euler or a diffusers scheduler class name"),
+    (["--per-class", "1", "--sampler", "unipc", "--steps", "5000"], "--steps 5000: unipc cannot take more steps"),
 ])
 def test_cli_bad_input_exits_2(tiny_run, tmp_path, args, msg):
     result = runner.invoke(app, ["synthesize", str(tiny_run), "--out", str(tmp_path / "x"), "--device", "cpu", *args])

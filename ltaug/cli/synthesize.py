@@ -100,7 +100,8 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
     if not quiet:
         console.print(plan_table(plan))
         steps_txt = f"all {gen.schedule.T} steps, variance {cfg.variance}" if cfg.sampler == "ddpm" \
-            else f"{cfg.steps} steps, eta {cfg.eta:g}"
+            else f"{cfg.steps} steps, eta {cfg.eta:g}" if cfg.sampler == "ddim" \
+            else f"{cfg.steps} steps ({cfg.identity(gen.schedule.T)['sampler']})"
         console.print(f"checkpoint {gen.checkpoint_path} (step {gen.step}, sha256 {gen.checkpoint_sha256[:12]}), "
                       f"{cfg.sampler} {steps_txt}, guidance w = {cfg.w:g} (scale s = 1 + w = {1 + cfg.w:g}), "
                       f"-> {out_dir}", highlight=False, markup=False)

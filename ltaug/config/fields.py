@@ -18,12 +18,13 @@ from ltaug.errors import LtaugError
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None, flag: str | None = None,
-        why: str | None = None) -> Any:
+        why: str | None = None, open_choices: bool = False) -> Any:
     """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / lower bound.
 
     flag: the command-line option that sets it, named first in its errors; why: the sentence an out-of-bound
-    value gets instead of "must be >= min" (e.g. what the value means)."""
-    meta = {"help": help, "choices": choices, "min": min, "flag": flag, "why": why}
+    value gets instead of "must be >= min" (e.g. what the value means); open_choices: the choices are the ones shown
+    and completed, other values are the section's `validate()` to check (e.g. any diffusers scheduler class name)."""
+    meta = {"help": help, "choices": choices, "min": min, "flag": flag, "why": why, "open_choices": open_choices}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -64,7 +65,7 @@ class Section:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             choices, low = f.metadata.get("choices"), f.metadata.get("min")
-            if choices and value not in choices:
+            if choices and value not in choices and not f.metadata.get("open_choices"):
                 raise LtaugError(f"{self._where(f, value)} is not one of {', '.join(map(str, choices))}")
             if low is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 if value != value:  # NaN compares false with everything: refuse it explicitly

@@ -3,12 +3,15 @@ synthesize` and by the generator metrics of `ltaug evaluate` and `ltaug run`) an
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ltaug.config.fields import Section, opt
 from ltaug.errors import LtaugError
 
-SAMPLERS = ("ddpm", "ddim")
+# The aliases (shown and completed); any diffusers scheduler class name is also accepted (ltaug.diffusion.schedulers).
+SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "euler")
+NATIVE_SAMPLERS = ("ddpm", "ddim")  # ltaug's own loops; the others run a diffusers scheduler
 VARIANCES = ("large", "small")
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -24,9 +27,13 @@ class SynthConfig(Section):
     fill_to: int = opt(100, "top every class up to this many images, real ones included, so the head may get none "
                             "(0 = use per_class)", min=0)
     classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
-    sampler: str = opt("ddim", "ddpm (ancestral, all T steps) or ddim", choices=SAMPLERS, flag="--sampler")
-    steps: int = opt(10, "DDIM steps (ignored by ddpm, which always takes all T)", min=1, flag="--steps")
-    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (ignored by ddpm)", min=0.0, flag="--eta")
+    sampler: str = opt("ddim", "ddpm (ancestral, all T steps), ddim, dpm++ (DPM-Solver++ multistep), unipc, euler, "
+                               "or any diffusers scheduler class name (run on the training schedule)",
+                       choices=SAMPLERS, open_choices=True, flag="--sampler")
+    steps: int = opt(10, "inference steps of every sampler but ddpm (which always takes all T)", min=1,
+                     flag="--steps")
+    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 = ancestral (used by ddim and DDIMScheduler only)",
+                     min=0.0, flag="--eta")
     variance: str = opt("large", "DDPM step variance: large (sigma^2 = beta_t, the CIFAR default) or small "
                                  "(the posterior's beta~_t)", choices=VARIANCES, flag="--variance")
     w: float = opt(1.0, "guidance weight w: eps = (1+w) eps(x,c) - w eps(x,null); other libraries' scale s = 1 + w",
@@ -49,6 +56,11 @@ class SynthConfig(Section):
     filter_max_tries: float = opt(20.0, "give up a class after trying this many times its planned count", min=1.0)
 
     def validate(self) -> None:
+        if self.sampler not in NATIVE_SAMPLERS:
+            info = self.scheduler_traits()
+            if self.clip_x0 and not info.clip:
+                raise LtaugError(f"synth.clip_x0: {info.name} has no x0 clipping; set clip_x0 false or use "
+                                 "ddpm / ddim")
         if self.per_class > 0 and self.fill_to > 0:
             raise LtaugError(f"synth.per_class ({self.per_class}) and synth.fill_to ({self.fill_to}) are both set; "
                              "set one of them to 0 (on the command line, --per-class / --fill-to pick one)")
@@ -56,10 +68,29 @@ class SynthConfig(Section):
             raise LtaugError(f"--min-confidence {self.min_confidence}: a probability, must be in [0, 1] (recipe key "
                              "'synth.min_confidence')")
 
+    def scheduler_traits(self):
+        """The diffusers scheduler behind a non-native sampler (what settings it uses); LtaugError naming --sampler
+        and the valid names when there is none."""
+        from ltaug.diffusion.schedulers import traits  # noqa: PLC0415  (imports diffusers: only for these names)
+
+        try:
+            return traits(self.sampler)
+        except ValueError:
+            from ltaug.diffusion.schedulers import valid_names_text  # noqa: PLC0415
+
+            f = next(f for f in dataclasses.fields(self) if f.name == "sampler")
+            raise LtaugError(f"{self._where(f, self.sampler)} is not one of {valid_names_text()}") from None
+
     def identity(self, T: int) -> dict:
         """The sampling settings that decide an image (beside checkpoint, label and seed), with the knobs a sampler
-        ignores normalized (DDPM takes all T steps and has no eta; DDIM has no step variance), so that two
-        settings that draw the same images compare equal."""
+        ignores normalized (DDPM takes all T steps and has no eta; DDIM has no step variance; a diffusers scheduler
+        is named by its class, so an alias and its class name compare equal, and has eta / variance only where its
+        step uses them), so that two settings that draw the same images compare equal."""
+        if self.sampler not in NATIVE_SAMPLERS:
+            info = self.scheduler_traits()
+            return {"sampler": info.name, "steps": int(self.steps), "eta": float(self.eta) if info.eta else None,
+                    "variance": self.variance if info.variance else None, "w": float(self.w),
+                    "clip_x0": bool(self.clip_x0), "amp": self.amp}
         ddpm = self.sampler == "ddpm"
         return {"sampler": self.sampler, "steps": T if ddpm else int(self.steps),
                 "eta": None if ddpm else float(self.eta), "variance": self.variance if ddpm else None,

@@ -1,7 +1,10 @@
-"""The sampling loop: ancestral DDPM and DDIM with classifier-free guidance (method.md §1). No file I/O.
+"""The sampling loop: ancestral DDPM and DDIM with classifier-free guidance (method.md §1), and the same guidance loop
+over any diffusers scheduler (DPM-Solver++, UniPC, Euler, ...: ltaug.diffusion.schedulers). No file I/O.
 
-The math of one step is the schedule's (`NoiseSchedule.ddpm_step` / `ddim_step`); this loop picks the timesteps,
-computes the guided eps and hands each step its image's own noise.
+For "ddpm" / "ddim" the math of one step is the schedule's (`NoiseSchedule.ddpm_step` / `ddim_step`); this loop picks
+the timesteps, computes the guided eps and hands each step its image's own noise. For the other samplers the step is
+the diffusers scheduler's `step()`, on the training schedule (`make_scheduler`), a fresh scheduler per call (the
+multistep ones keep the previous eps as state).
 
 Guidance convention (the long-tail papers'): `eps~ = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, null)`, so `w = 0` is
 plain conditional sampling and the "guidance scale" of other libraries is `s = 1 + w`. The conditional and the null
@@ -10,7 +13,9 @@ prediction come from ONE forward pass over the doubled batch `[x_t, x_t]` with l
 Reproducibility: image i draws all of its noise (x_T and every ancestral step) from its own
 `torch.Generator().manual_seed(seeds[i])`, on the CPU, in a fixed order; the draws are then moved to the device. So an
 image depends on its (label, seed) only, never on the batch it was drawn in or on the worker that drew it (up to the
-float rounding of batched kernels, far below one uint8 level).
+float rounding of batched kernels, far below one uint8 level). A diffusers scheduler that draws noise in `step()`
+(DDPMScheduler, DDIMScheduler with eta > 0, the ancestral ones) gets the list of the per-image generators, which
+diffusers' `randn_tensor` draws from one image at a time; x_T is image i's first draw either way.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ltaug.config.synth import SAMPLERS, VARIANCES
+from ltaug.config.synth import VARIANCES
+from ltaug.diffusion.schedulers import NATIVE, make_scheduler, traits
 
 
 def guidance_scale(w: float) -> float:
@@ -40,13 +46,16 @@ class _PerImageNoise:
         return z.to(device=self.device, dtype=self.dtype)
 
 
-def _guided_eps(net: torch.nn.Module, xt: torch.Tensor, t: int, y: torch.Tensor, null: torch.Tensor,
+def _guided_eps(net: torch.nn.Module, xt: torch.Tensor, t: int | float, y: torch.Tensor, null: torch.Tensor,
                 w: float) -> torch.Tensor:
-    """eps~ = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null): both branches in one forward of the doubled batch."""
+    """eps~ = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null): both branches in one forward of the doubled batch.
+    t is an index; a fractional t (the midpoints of KDPM2) goes to the net as a float (the UNet's sinusoidal
+    time embedding takes any real t)."""
     n = xt.shape[0]
+    t_dtype = torch.long if float(t).is_integer() else torch.float32
     if w == 0.0:  # exactly the conditional prediction; the null branch would be multiplied by zero
-        return net(xt, torch.full((n,), t, dtype=torch.long, device=xt.device), y)
-    tt = torch.full((2 * n,), t, dtype=torch.long, device=xt.device)
+        return net(xt, torch.full((n,), t, dtype=t_dtype, device=xt.device), y)
+    tt = torch.full((2 * n,), t, dtype=t_dtype, device=xt.device)
     eps_c, eps_u = net(torch.cat([xt, xt]), tt, torch.cat([y, null])).chunk(2)
     return (1.0 + w) * eps_c - w * eps_u
 
@@ -72,7 +81,9 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
     schedule: a `NoiseSchedule` (its `ddpm_step` / `ddim_step` make each step).
     y: LongTensor [N], labels in [0, num_classes). seeds: N ints; image i's noise comes from seeds[i] only.
     sampler: "ddpm" = ancestral, all T steps, sigma_t^2 = beta_t (variance "large") or beta~_t ("small");
-        "ddim" = `steps` steps, eta = 0 deterministic, eta = 1 with steps = T is ancestral DDPM with beta~_t.
+        "ddim" = `steps` steps, eta = 0 deterministic, eta = 1 with steps = T is ancestral DDPM with beta~_t;
+        any other alias ("dpm++", "unipc", "euler") or diffusers scheduler class name: that scheduler on the
+        training schedule with `steps` inference steps (eta if its step takes one, variance for DDPMScheduler).
     w: guidance weight (>= 0), eps~ = (1 + w) eps_c - w eps_null; scale s = 1 + w.
     shape: (C, H, W) of one image; by default read from the net (`net.unet.config` of the ltaug UNet, or
         `net.in_channels` / `net.resolution`).
@@ -82,8 +93,7 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
     callback(done_steps, total_steps) is called after every step.
     Returns float tensor [N, C, H, W] in [-1, 1] on `device`.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    info = None if sampler in NATIVE else traits(sampler)  # ValueError naming the valid samplers
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     if w < 0:
@@ -110,6 +120,9 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
     x = noise.draw()  # x_T ~ N(0, I)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if info is not None:
+        return _scheduler_loop(net, schedule, info, x, y, null, noise, steps=steps, eta=eta, w=float(w),
+                               variance=variance, clip_x0=clip_x0, callback=callback)
     ts = list(range(schedule.T - 1, -1, -1)) if sampler == "ddpm" else ddim_timesteps(schedule.T, steps)
     for i, t in enumerate(ts):
         eps = _guided_eps(net, x, t, y, null, float(w))
@@ -118,6 +131,33 @@ def sample(net: torch.nn.Module, schedule, y: torch.Tensor, seeds: Sequence[int]
         else:
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             x = schedule.ddim_step(eps, t, t_prev, x, noise.draw, eta=eta, clip_x0=clip_x0)
+        if callback is not None:
+            callback(i + 1, len(ts))
+    return x.clamp(-1, 1)
+
+
+def _scheduler_loop(net: torch.nn.Module, schedule, info, x: torch.Tensor, y: torch.Tensor, null: torch.Tensor,
+                    noise: _PerImageNoise, *, steps: int, eta: float, w: float, variance: str, clip_x0: bool,
+                    callback: Optional[Callable[[int, int], None]]) -> torch.Tensor:
+    """The guidance loop over a fresh diffusers scheduler: x_T scaled by its init_noise_sigma (1 for the alpha-
+    parameterized ones, sqrt(sigma_max^2 + 1) for Euler-type), scale_model_input before the net, step() after."""
+    if not 1 <= steps <= schedule.T:
+        raise ValueError(f"{info.name} steps must be in [1, {schedule.T}], got {steps}")
+    if clip_x0 and not info.clip:
+        raise ValueError(f"{info.name} has no x0 clipping (clip_sample); sample with clip_x0=False")
+    sched = make_scheduler(schedule, info.name, variance=variance,
+                           **({"clip_sample": True, "clip_sample_range": 1.0} if clip_x0 else {}))
+    sched.set_timesteps(steps, device=x.device)
+    step_kw: dict = {"return_dict": False}
+    if info.eta:
+        step_kw["eta"] = float(eta)
+    if info.generator:
+        step_kw["generator"] = noise.gens  # randn_tensor draws image i from gens[i]
+    x = x * sched.init_noise_sigma
+    ts = sched.timesteps
+    for i, t in enumerate(ts):
+        eps = _guided_eps(net, sched.scale_model_input(x, t), float(t), y, null, w)
+        x = sched.step(eps.to(x.dtype), t, x, **step_kw)[0]  # the update arithmetic stays in x's dtype under amp
         if callback is not None:
             callback(i + 1, len(ts))
     return x.clamp(-1, 1)

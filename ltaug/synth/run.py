@@ -133,8 +133,7 @@ def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path |
     if cfg.amp == "fp16" and device.type == "cpu" and cfg.workers == 1 and not cfg.address:
         raise LtaugError("--amp fp16 needs a GPU and this run samples on the CPU; use --amp bf16 or none")
     gen = as_generator(generator, device)
-    if cfg.sampler == "ddim" and cfg.steps > gen.schedule.T:
-        raise LtaugError(f"--steps {cfg.steps}: DDIM cannot take more steps than the schedule's T = {gen.schedule.T}")
+    check_steps(gen, cfg)
     plan = plan or plan_for(gen, cfg, seed)
     if plan.classes != list(gen.classes):
         raise LtaugError("the plan was made for another generator's classes")
@@ -247,6 +246,13 @@ def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path |
                        engine=engine.description if engine is not None else "nothing to draw")
 
 
+def check_steps(gen: LoadedGenerator, cfg: SynthConfig) -> None:
+    """Every sampler but ddpm takes `steps` of the T training timesteps."""
+    if cfg.sampler != "ddpm" and cfg.steps > gen.schedule.T:
+        raise LtaugError(f"--steps {cfg.steps}: {cfg.sampler} cannot take more steps than the schedule's "
+                         f"T = {gen.schedule.T} (recipe key 'synth.steps')")
+
+
 def generate_images(generator: GeneratorLike, labels: Sequence[int], cfg: SynthConfig,
                     seeds: Optional[Sequence[int]] = None, *, seed: int = 0,
                     device: str | torch.device = "auto") -> np.ndarray:
@@ -269,4 +275,5 @@ def generate_images(generator: GeneratorLike, labels: Sequence[int], cfg: SynthC
             seen[y] = seen.get(y, 0) + 1
     if len(seeds) != len(labels):
         raise LtaugError(f"{len(labels)} labels but {len(seeds)} seeds")
+    check_steps(gen, cfg)
     return draw(gen, labels, list(seeds), cfg, device, cfg.batch_size)
