@@ -1,10 +1,9 @@
 """The 2-D instrument's studies (ltaug/instrument.py; issue 16):
 
-  curve   DDPM's few-shot energy distance against training steps, per layout: the budget where it has converged
   screen  overlap forms, CBDM and class-balanced resampling against DDPM on a few screening seeds
   final   the chosen forms against DDPM on fresh paired seeds (A and B share seed, data, init and batches)
+Both also record DDPM's convergence curve (its few-shot energy distance every --every steps).
 
-  python benchmarks/instrument.py curve  --seeds 0 1 --steps 8000
   python benchmarks/instrument.py screen --seeds 100 101 102
   python benchmarks/instrument.py final  --seeds 0 1 2 3 4
 
@@ -43,6 +42,7 @@ WS = (0.0, 1.0)
 OLD = dict(variant="hinge", tau="increasing", negatives="uniform", stop_grad="positive", pair_weight="none",
            t_min=0.0, t_max=1.0, margin="auto")
 FORMS = {
+    # margin auto, as the CIFAR recipes set it: mse units depend on the data's scale
     "ddpm": ("ddpm", 1.0, {}),
     "cbdm": ("cbdm", 1.0, {}),
     "ddpm, class_power 0.5": ("ddpm", 0.5, {}),
@@ -54,10 +54,10 @@ FORMS = {
     "diffrop sg negative, more_frequent, rarity, tau constant, t < 0.7T": (
         "diffrop", 1.0, {**OLD, "stop_grad": "negative", "negatives": "more_frequent", "pair_weight": "rarity",
                          "tau": "constant", "t_max": 0.7}),
-    "diffrop shipped default": ("diffrop", 1.0, {}),
+    "diffrop shipped default": ("diffrop", 1.0, {"margin": "auto"}),
 }
 SCREEN = [k for k in FORMS if k != "diffrop shipped default"]
-FINAL = ["ddpm", "cbdm", "ddpm, class_power 0.5", "diffrop old default", "diffrop shipped default"]
+FINAL = ["ddpm", "diffrop shipped default", "diffrop old default", "cbdm", "ddpm, class_power 0.5"]
 
 
 def _run(job: tuple) -> tuple:
@@ -68,11 +68,9 @@ def _run(job: tuple) -> tuple:
     layout = make_layout(layout_name)
     t0 = time.time()
     net, snaps = train(layout, generator_config(loss, q, **options), seed, TrainSpec(steps=steps), record_every)
-    if record_every:
-        out = {str(s): {str(w): evaluate(m, layout, w, seed) for w in WS} for s, m in snaps}
-    else:
-        out = {str(w): evaluate(net, layout, w, seed) for w in WS}
-    return job, {"result": out, "seconds": time.time() - t0}
+    out = {str(w): evaluate(net, layout, w, seed) for w in WS}
+    curve = {str(s): {str(w): evaluate(m, layout, w, seed, n=300)["ed_few"] for w in WS} for s, m in snaps[:-1]}
+    return job, {"result": out, "curve": curve, "seconds": time.time() - t0}
 
 
 def _key(job) -> str:
@@ -147,17 +145,16 @@ def figure(done: dict, forms: list, seeds: list, steps: int, name: str) -> None:
     atomic_savefig(fig, FIGURES / f"instrument_{name}.png", dpi=110)
 
 
-def curve(args) -> None:
-    jobs = [("ddpm", lay, s, args.steps, args.every) for lay in LAYOUTS for s in args.seeds]
-    done = run_jobs("curve", jobs, args.jobs)
+def curve_table(done: dict, args, study: str) -> None:
+    """DDPM's few-shot energy distance (mean over seeds) against steps: the budget is where it has flattened."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    lines = ["| layout | w | " + " | ".join(str(s) for s in range(args.every, args.steps + 1, args.every)) + " |",
-             "|---|---|" + "---|" * (args.steps // args.every)]
+    xs = list(range(args.every, args.steps + 1, args.every))
+    lines = ["| layout | w | " + " | ".join(str(x) for x in xs) + " |", "|---|---|" + "---|" * len(xs)]
     for ax, w in zip(axes, WS):
         for lay in LAYOUTS:
-            res = [done[_key(("ddpm", lay, s, args.steps))]["result"] for s in args.seeds]
-            xs = sorted(int(k) for k in res[0])
-            ys = [np.mean([r[str(x)][str(w)]["ed_few"] for r in res]) for x in xs]
+            runs = [done[_key(("ddpm", lay, s, args.steps))] for s in args.seeds]
+            ys = [np.mean([r["curve"][str(x)][str(w)] if x < args.steps else r["result"][str(w)]["ed_few"]
+                           for r in runs]) for x in xs]
             ax.plot(xs, ys, marker="o", label=lay)
             lines.append(f"| {lay} | {w:g} | " + " | ".join(f"{v:.3f}" for v in ys) + " |")
         ax.set_yscale("log")
@@ -166,17 +163,20 @@ def curve(args) -> None:
         ax.legend()
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
-    atomic_savefig(fig, FIGURES / "instrument_curve.png", dpi=110)
-    text = (f"# Instrument: DDPM convergence\n\n`python benchmarks/instrument.py curve --seeds "
-            f"{' '.join(map(str, args.seeds))} --steps {args.steps} --every {args.every}`; few-shot classes' "
-            f"energy distance (mean over seeds) of the EMA net after each budget.\n\n" + "\n".join(lines) + "\n")
-    atomic_write_text(RESULTS / "instrument_curve.md", text)
+    atomic_savefig(fig, FIGURES / f"instrument_{study}_curve.png", dpi=110)
+    text = (f"# Instrument: DDPM convergence ({study} study)\n\nFew-shot classes' energy distance of DDPM's EMA net "
+            f"after each budget, mean over seeds {' '.join(map(str, args.seeds))} (300 samples per class before the "
+            f"last budget, 500 at it).\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"instrument_{study}_curve.md", text)
     print(text)
 
 
 def compare(args, study: str, forms: list) -> None:
-    jobs = [(f, lay, s, args.steps, 0) for f in forms for lay in LAYOUTS for s in args.seeds]
+    # Pair by pair (DDPM first), so that a stopped study leaves whole pairs; DDPM records the convergence curve.
+    jobs = [(f, lay, s, args.steps, args.every if f == "ddpm" else 0) for s in args.seeds for lay in LAYOUTS
+            for f in forms]
     done = run_jobs(study, jobs, args.jobs)
+    curve_table(done, args, study)
     text, summary = table(done, forms, args.seeds, args.steps)
     figure(done, forms, args.seeds, args.steps, study)
     head = (f"# Instrument: {study}\n\n`python benchmarks/instrument.py {study} --seeds "
@@ -190,21 +190,18 @@ def compare(args, study: str, forms: list) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("study", choices=("curve", "screen", "final"))
+    ap.add_argument("study", choices=("screen", "final"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--every", type=int, default=1000, help="curve: steps between snapshots")
+    ap.add_argument("--steps", type=int, default=TrainSpec.steps)
+    ap.add_argument("--every", type=int, default=500, help="steps between DDPM's curve points")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (one thread each)")
     ap.add_argument("--forms", nargs="+", help="override the study's forms (names in FORMS)")
     args = ap.parse_args(argv)
-    if args.study == "curve":
-        curve(args)
-    else:
-        forms = args.forms or (SCREEN if args.study == "screen" else FINAL)
-        unknown = [f for f in forms if f not in FORMS]
-        if unknown:
-            sys.exit(f"--forms {unknown}: unknown; valid: {list(FORMS)}")
-        compare(args, args.study, ["ddpm"] + [f for f in forms if f != "ddpm"])
+    forms = args.forms or (SCREEN if args.study == "screen" else FINAL)
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown:
+        sys.exit(f"--forms {unknown}: unknown; valid: {list(FORMS)}")
+    compare(args, args.study, ["ddpm"] + [f for f in forms if f != "ddpm"])
 
 
 if __name__ == "__main__":
