@@ -127,13 +127,13 @@ def table(done: dict, forms: list, seeds: list, steps: int, layouts=LAYOUTS) -> 
     return "\n".join(lines), summary
 
 
-def figure(done: dict, forms: list, seeds: list, steps: int, name: str) -> None:
+def figure(done: dict, forms: list, seeds: list, steps: int, name: str, layouts=LAYOUTS) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     labels = [f for f in forms if f != "ddpm"]
     for ax, w in zip(axes, WS):
         for i, form in enumerate(labels):
             d = [_get(done, form, lay, s, steps, w, "ed_few") - _get(done, "ddpm", lay, s, steps, w, "ed_few")
-                 for lay in LAYOUTS for s in seeds]
+                 for lay in layouts for s in seeds]
             ax.scatter(d, np.full(len(d), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(d)), s=10)
             ax.plot([np.mean(d)], [i], "k|", ms=16)
         ax.axvline(0, color="grey", lw=0.8)
@@ -151,7 +151,7 @@ def curve_table(done: dict, args, study: str) -> None:
     xs = list(range(args.every, args.steps + 1, args.every))
     lines = ["| layout | w | " + " | ".join(str(x) for x in xs) + " |", "|---|---|" + "---|" * len(xs)]
     for ax, w in zip(axes, WS):
-        for lay in LAYOUTS:
+        for lay in args.layouts:
             runs = [done[_key(("ddpm", lay, s, args.steps))] for s in args.seeds]
             ys = [np.mean([r["curve"][str(x)][str(w)] if x < args.steps else r["result"][str(w)]["ed_few"]
                            for r in runs]) for x in xs]
@@ -173,15 +173,15 @@ def curve_table(done: dict, args, study: str) -> None:
 
 def compare(args, study: str, forms: list) -> None:
     # Pair by pair (DDPM first), so that a stopped study leaves whole pairs; DDPM records the convergence curve.
-    jobs = [(f, lay, s, args.steps, args.every if f == "ddpm" else 0) for s in args.seeds for lay in LAYOUTS
+    jobs = [(f, lay, s, args.steps, args.every if f == "ddpm" else 0) for s in args.seeds for lay in args.layouts
             for f in forms]
     done = run_jobs(study, jobs, args.jobs)
     curve_table(done, args, study)
-    text, summary = table(done, forms, args.seeds, args.steps)
-    figure(done, forms, args.seeds, args.steps, study)
+    text, summary = table(done, forms, args.seeds, args.steps, args.layouts)
+    figure(done, forms, args.seeds, args.steps, study, args.layouts)
     head = (f"# Instrument: {study}\n\n`python benchmarks/instrument.py {study} --seeds "
-            f"{' '.join(map(str, args.seeds))} --steps {args.steps}`; ten classes (400 down to 4 points), layouts "
-            f"{', '.join(LAYOUTS)}; few-shot = the 4 classes with < 20 points; ED = energy distance of 500 samples "
+            f"{' '.join(map(str, args.seeds))} --steps {args.steps} --layouts {' '.join(args.layouts)}`; ten classes "
+            f"(400 down to 4 points); few-shot = the 4 classes with < 20 points; ED = energy distance of 500 samples "
             "to 500 held-out true samples; leak = share of samples the true densities assign to another class.\n")
     atomic_write_text(RESULTS / f"instrument_{study}.md", head + text + "\n")
     atomic_write_text(RESULTS / f"instrument_{study}_summary.json", json.dumps(summary, indent=1))
@@ -195,6 +195,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=TrainSpec.steps)
     ap.add_argument("--every", type=int, default=500, help="steps between DDPM's curve points")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (one thread each)")
+    ap.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
     ap.add_argument("--forms", nargs="+", help="override the study's forms (names in FORMS)")
     args = ap.parse_args(argv)
     forms = args.forms or (SCREEN if args.study == "screen" else FINAL)

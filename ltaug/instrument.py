@@ -112,7 +112,7 @@ class EpsMLP(nn.Module):
 
 @dataclass
 class TrainSpec:
-    steps: int = 2000  # DDPM's few-shot distance is flat from about 1500 steps (benchmarks/results/instrument_*.md)
+    steps: int = 1500  # DDPM's few-shot distance has flattened by then (benchmarks/results/instrument_final_curve.md)
     batch: int = 1024  # the step cost is mostly per-op overhead: a large batch converges in fewer steps for free
     lr: float = 4e-3
     T: int = 100

@@ -2,7 +2,9 @@
 class worse than DDPM beyond seed noise, with and without guidance.
 
 A pair = DDPM and DiffROP trained with the same seed (data, init, batches, draws). "Worse beyond seed noise" = the
-95% t-interval of the paired difference in a few-shot class's energy distance lies wholly above zero. The old
+95% t-interval of the paired difference in a few-shot class's energy distance lies wholly above zero and its mean is
+more than 10% of DDPM's (eight class x w checks on three seeds: the 10% keeps a chance 95% excursion from failing
+the gate, while the harm it guards against is several-fold). The old
 default (hinge, tau increasing, uniform negatives, stop_grad positive, margin auto) fails this gate:
 `LTAUG_GATE_FORM=old python -m pytest tests/test_instrument.py` shows it.
 """
@@ -19,7 +21,7 @@ from ltaug.instrument import FEW, TrainSpec, evaluate, generator_config, make_la
 from ltaug.stats import paired
 
 SEEDS = (0, 1, 2)
-SPEC = TrainSpec(steps=1500)
+SPEC = TrainSpec()  # 1500 steps at batch 1024: DDPM has converged (README, The instrument)
 OLD = dict(variant="hinge", tau="increasing", negatives="uniform", stop_grad="positive", pair_weight="none",
            t_min=0.0, t_max=1.0, margin="auto")
 
@@ -47,7 +49,8 @@ def test_the_default_diffrop_harms_no_tail_class():
     for w in (0.0, 1.0):
         for c in few:
             p = paired([r[w][c] for r in diffrop], [r[w][c] for r in ddpm], lower_is_better=True)
-            if p.lo > 0:
+            base = float(np.mean([r[w][c] for r in ddpm]))
+            if p.lo > 0 and p.mean > 0.1 * base:
                 worse.append(f"class {c} ({layout.counts[c]} points), w = {w:g}: {p.text(digits=4)}")
     mean_ratio = np.mean([r[w][c] for r in diffrop for w in (0.0, 1.0) for c in few]) / \
         np.mean([r[w][c] for r in ddpm for w in (0.0, 1.0) for c in few])
