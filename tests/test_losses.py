@@ -111,7 +111,7 @@ def test_label_dropout_per_batch_drops_all_or_nothing(sched):
     seen = set()
     for seed in range(12):
         out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(seed), num_classes=C, p_uncond=0.5,
-                                label_dropout="batch", diffrop=DiffropConfig(margin=1.0))
+                                label_dropout="batch", counts=COUNTS, diffrop=DiffropConfig(margin=1.0))
         dropped = torch.isnan(out["D"])
         assert bool(dropped.all()) or not bool(dropped.any())
         seen.add(bool(dropped.all()))
@@ -211,7 +211,9 @@ def test_active_only_equals_the_two_pass_step(sched, stop_grad):
     results = []
     for active_only in (True, False):
         net = tiny_net()
-        section = DiffropConfig(gamma=1.0, stop_grad=stop_grad, active_only=active_only, tau="constant", margin=1.0)
+        # every pair and every t carries the term (uniform negatives, no weights, no window): the case to compare
+        section = DiffropConfig(gamma=1.0, stop_grad=stop_grad, active_only=active_only, tau="constant", margin=1.0,
+                                negatives="uniform", pair_weight="none", t_max=1.0)
         kw = dict(num_classes=C, p_uncond=0.0)
         probe = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8), diffrop=section, **kw)
         margin = float(probe["D"].median())  # about half of the pairs are still penalized
@@ -231,7 +233,7 @@ def test_margin_none_measures_d_only(sched):
     net = tiny_net()
     x0, y = batch()
     out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0,
-                            measure_only=True, diffrop=DiffropConfig(gamma=1.0))
+                            measure_only=True, counts=COUNTS, diffrop=DiffropConfig(gamma=1.0))
     assert (out["overlap"] == 0).all() and (out["D"] > 0).all()
     ref = LOSSES["ddpm"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0)
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=0, atol=0)
@@ -281,10 +283,10 @@ def test_more_frequent_negatives_and_pair_weights(sched):
     x0, yb = batch()
     t = torch.tensor([0, 5, 100, 500, 900, 999])
     fixed = dict(num_classes=C, counts=COUNTS, t=t, keep=torch.ones(6, dtype=torch.bool), y_neg=(yb + 1)[:, None] % C)
-    full = LOSSES["diffrop"](net, sched, x0, yb, torch.Generator().manual_seed(3),
-                             diffrop=DiffropConfig(margin=10.0, tau="constant"), **fixed)
+    plain = DiffropConfig(margin=10.0, tau="constant", pair_weight="none", t_max=1.0, negatives="uniform")
+    full = LOSSES["diffrop"](net, sched, x0, yb, torch.Generator().manual_seed(3), diffrop=plain, **fixed)
     win = LOSSES["diffrop"](net, sched, x0, yb, torch.Generator().manual_seed(3),
-                            diffrop=DiffropConfig(margin=10.0, tau="constant", t_min=0.1, t_max=0.7), **fixed)
+                            diffrop=dataclasses.replace(plain, t_min=0.1, t_max=0.7), **fixed)
     inside = (t >= 100) & (t < 700)
     torch.testing.assert_close(win["overlap"][inside], full["overlap"][inside])
     assert bool((win["overlap"][~inside] == 0).all()) and bool((full["overlap"][~inside] > 0).all())
