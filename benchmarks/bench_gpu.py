@@ -42,6 +42,10 @@ PEAK_TFLOPS = {"H100": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
                "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}}
 
 
+# The form whose step cost these cases measure (the DiffROP defaults before issue 16: the negative branch has a
+# gradient, so two-pass and active-only differ); the new default (stop_grad negative) costs the `negative` case.
+PRE16 = dict(stop_grad="positive", negatives="uniform", pair_weight="none", tau="increasing", t_max=1.0)
+
 def emit(rec: dict, sink) -> None:
     line = json.dumps(rec)
     print(line, flush=True)
@@ -151,8 +155,8 @@ def main() -> None:
         d = LOSSES["diffrop"](base_net, sched, x0, y, torch.Generator().manual_seed(1), measure_only=True,
                               **loss_kw)["D"]
     margin = float(torch.nanquantile(d.float().cpu(), 0.5))
-    two_pass = DiffropConfig(gamma=0.1, margin=margin, active_only=False)
-    active_only = DiffropConfig(gamma=0.1, margin=margin, active_only=True)
+    two_pass = DiffropConfig(gamma=0.1, margin=margin, active_only=False, **PRE16)
+    active_only = DiffropConfig(gamma=0.1, margin=margin, active_only=True, **PRE16)
 
     losses = {
         "ddpm": lambda net, x0, y, g: LOSSES["ddpm"](net, sched, x0, y, g, **loss_kw),

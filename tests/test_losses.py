@@ -111,7 +111,7 @@ def test_label_dropout_per_batch_drops_all_or_nothing(sched):
     seen = set()
     for seed in range(12):
         out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(seed), num_classes=C, p_uncond=0.5,
-                                label_dropout="batch", diffrop=DiffropConfig(margin=1.0))
+                                label_dropout="batch", counts=COUNTS, diffrop=DiffropConfig(margin=1.0))
         dropped = torch.isnan(out["D"])
         assert bool(dropped.all()) or not bool(dropped.any())
         seen.add(bool(dropped.all()))
@@ -211,7 +211,9 @@ def test_active_only_equals_the_two_pass_step(sched, stop_grad):
     results = []
     for active_only in (True, False):
         net = tiny_net()
-        section = DiffropConfig(gamma=1.0, stop_grad=stop_grad, active_only=active_only, tau="constant", margin=1.0)
+        # every pair and every t carries the term (uniform negatives, no weights, no window): the case to compare
+        section = DiffropConfig(gamma=1.0, stop_grad=stop_grad, active_only=active_only, tau="constant", margin=1.0,
+                                negatives="uniform", pair_weight="none", t_max=1.0)
         kw = dict(num_classes=C, p_uncond=0.0)
         probe = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(8), diffrop=section, **kw)
         margin = float(probe["D"].median())  # about half of the pairs are still penalized
@@ -231,7 +233,7 @@ def test_margin_none_measures_d_only(sched):
     net = tiny_net()
     x0, y = batch()
     out = LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0,
-                            measure_only=True, diffrop=DiffropConfig(gamma=1.0))
+                            measure_only=True, counts=COUNTS, diffrop=DiffropConfig(gamma=1.0))
     assert (out["overlap"] == 0).all() and (out["D"] > 0).all()
     ref = LOSSES["ddpm"](net, sched, x0, y, torch.Generator().manual_seed(9), num_classes=C, p_uncond=0.0)
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=0, atol=0)
@@ -256,3 +258,37 @@ def test_margin_auto_parses():
 
     assert load_recipe("mnist_lt", ["generator.diffrop.margin=auto"]).generator.diffrop.margin == "auto"
     assert load_recipe("mnist_lt", ["generator.diffrop.margin=2"]).generator.diffrop.margin == 2.0
+
+
+def test_more_frequent_negatives_and_pair_weights(sched):
+    """more_frequent draws only classes with more images (the most frequent class gets no term); rarity weights by
+    1 - n_y / n_max; count caps how often a class is a negative at its own data share; the window masks t."""
+    from ltaug.diffusion.losses import class_pair_weights, has_negatives
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, C, (4000,), generator=g)
+    yn = draw_negatives(y, C, "more_frequent", COUNTS, g)[:, 0]
+    for c in range(1, C):
+        assert set(yn[y == c].tolist()) == set(range(c))  # COUNTS are sorted: exactly the classes before c
+    assert has_negatives(C, "more_frequent", COUNTS).tolist() == [False, True, True, True]
+    rar = class_pair_weights(C, "rarity", "uniform", COUNTS)
+    torch.testing.assert_close(rar[:, 0], torch.tensor([0.0, 0.7, 0.9, 0.975], dtype=torch.float64))
+    cnt = class_pair_weights(C, "count", "uniform", COUNTS)[0]
+    p = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    q = (p[:, None] * (1 - torch.eye(C, dtype=torch.float64)) / (C - 1)).sum(0)
+    torch.testing.assert_close(cnt, (p / q).clamp(max=1.0))
+    assert cnt[0] == 1.0 and cnt[3] < 0.1  # the rarest class is rarely pushed as a negative
+
+    net = tiny_net()
+    x0, yb = batch()
+    t = torch.tensor([0, 5, 100, 500, 900, 999])
+    fixed = dict(num_classes=C, counts=COUNTS, t=t, keep=torch.ones(6, dtype=torch.bool), y_neg=(yb + 1)[:, None] % C)
+    plain = DiffropConfig(margin=10.0, tau="constant", pair_weight="none", t_max=1.0, negatives="uniform")
+    full = LOSSES["diffrop"](net, sched, x0, yb, torch.Generator().manual_seed(3), diffrop=plain, **fixed)
+    win = LOSSES["diffrop"](net, sched, x0, yb, torch.Generator().manual_seed(3),
+                            diffrop=dataclasses.replace(plain, t_min=0.1, t_max=0.7), **fixed)
+    inside = (t >= 100) & (t < 700)
+    torch.testing.assert_close(win["overlap"][inside], full["overlap"][inside])
+    assert bool((win["overlap"][~inside] == 0).all()) and bool((full["overlap"][~inside] > 0).all())
+    with pytest.raises(LtaugError, match="t_min"):
+        DiffropConfig(t_min=0.8, t_max=0.5)

@@ -72,7 +72,7 @@ def test_losses_take_their_defaults_from_the_recipe_section():
     for k in bare:
         torch.testing.assert_close(bare[k], full[k], equal_nan=True, rtol=0, atol=0)
     with pytest.raises(LtaugError, match="margin auto is calibrated by the training loop"):
-        LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(1), num_classes=3,
+        LOSSES["diffrop"](net, sched, x0, y, torch.Generator().manual_seed(1), num_classes=3, counts=[5, 3, 1],
                           diffrop=DiffropConfig(margin="auto"))
 
 

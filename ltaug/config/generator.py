@@ -18,7 +18,8 @@ PRESETS = ("ddpm-cifar", "small", "cpu", "tiny")
 VARIANTS = ("hinge", "squared_hinge", "triplet", "plain")
 DISTANCES = ("mse", "kl")
 TAUS = ("constant", "increasing", "decreasing", "kl")
-NEGATIVES = ("uniform", "frequency", "head", "all")
+NEGATIVES = ("uniform", "frequency", "head", "all", "more_frequent")
+PAIR_WEIGHTS = ("none", "rarity", "count")
 STOP_GRADS = ("positive", "negative", "none", "both_sided")
 Y_PRIMES = ("frequency", "uniform")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -31,10 +32,20 @@ class DiffropConfig(Section):
     variant: str = opt("hinge", "per-sample overlap term (method.md §3)", choices=VARIANTS)
     distance: str = opt("mse", "D: mean squared difference of the two eps predictions, or the exact kernel KL",
                         choices=DISTANCES)
-    tau: str = opt("increasing", "time weighting tau(t)", choices=TAUS)
+    tau: str = opt("constant", "time weighting tau(t)", choices=TAUS)
     tau0: float = opt(1.0, "scale of tau(t)", min=0.0)
-    negatives: str = opt("uniform", "how the negative label y_neg != y is drawn", choices=NEGATIVES)
-    stop_grad: str = opt("positive", "which prediction gets no gradient from the overlap term", choices=STOP_GRADS)
+    negatives: str = opt("more_frequent", "how the negative label y_neg != y is drawn (more_frequent: uniform over the "
+                         "classes with more training images than y; the most frequent class gets no term)",
+                         choices=NEGATIVES)
+    pair_weight: str = opt("rarity", "weight of each pair: none; rarity = 1 - n_y / n_max (the positive's rarity: "
+                           "the most frequent class gets no term); count = min(1, p_j / q_j), so a class j is a "
+                           "negative at most as often as it is denoised (p_j its data share, q_j how often it is "
+                           "drawn as a negative)", choices=PAIR_WEIGHTS)
+    t_min: float = opt(0.0, "the term acts only for t/T in [t_min, t_max)", min=0.0)
+    t_max: float = opt(0.7, "the term acts only for t/T in [t_min, t_max)", min=0.0)
+    stop_grad: str = opt("negative", "which prediction gets no gradient from the overlap term (negative: only the "
+                         "positive moves, so a rare class is never pushed by head images drawn against it)",
+                         choices=STOP_GRADS)
     gamma: float = opt(0.1, "weight of the overlap term: L = L_DM + gamma * L_overlap", min=0.0)
     margin: Union[float, str] = opt(0.02, "margin m in the units of D, or 'auto' (calibrated on the model)")
     auto_quantile: float = opt(0.9, "margin auto: the quantile of D taken as m", min=0.0)
@@ -50,6 +61,9 @@ class DiffropConfig(Section):
                 raise LtaugError(f"generator.diffrop.margin '{self.margin}': expected a number >= 0 or 'auto'")
         elif not self.margin >= 0:  # also refuses NaN
             raise LtaugError(f"generator.diffrop.margin {self.margin}: must be >= 0 (or 'auto')")
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise LtaugError(f"generator.diffrop.t_min {self.t_min} / t_max {self.t_max}: need 0 <= t_min < t_max "
+                             "<= 1 (fractions of T)")
         if not 0.0 <= self.auto_quantile <= 1.0:
             raise LtaugError(f"generator.diffrop.auto_quantile {self.auto_quantile}: must be in [0, 1]")
 

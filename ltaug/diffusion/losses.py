@@ -116,8 +116,11 @@ def negative_weights(num_classes: int, mode: str, counts=None) -> torch.Tensor:
         for yc in range(c):
             cand = [j for j in order if j != yc][:k]
             rows[yc, cand] = 1.0
+    elif mode == "more_frequent":
+        rows = (w[None, :] > w[:, None]).to(torch.float64)
     else:
-        raise LtaugError(f"generator.diffrop.negatives '{mode}': expected uniform, frequency, head or all")
+        raise LtaugError(f"generator.diffrop.negatives '{mode}': expected uniform, frequency, head, all or "
+                         "more_frequent")
     empty = rows.sum(1) == 0  # e.g. frequency when every other class has no image: fall back to uniform
     rows[empty] = off[empty]
     return rows
@@ -134,6 +137,41 @@ def draw_negatives(y: torch.Tensor, num_classes: int, mode: str, counts, generat
         return ((y + r) % c)[:, None]
     rows = negative_weights(c, mode, counts)
     return torch.multinomial(rows[y.cpu()], 1, generator=generator).to(y.device)
+
+
+def has_negatives(num_classes: int, mode: str, counts=None) -> torch.Tensor:
+    """[C] bool: classes that get an overlap term at all (`more_frequent`: not the most frequent class)."""
+    if mode != "more_frequent":
+        return torch.ones(num_classes, dtype=torch.bool)
+    w = _class_weights(counts, num_classes, "diffrop negatives=more_frequent")
+    return (w[None, :] > w[:, None]).any(1)
+
+
+def class_pair_weights(num_classes: int, mode: str, negatives: str, counts=None) -> torch.Tensor:
+    """[C, C] float64: the weight of a (positive y, negative j) pair before the time window (pair_weight).
+
+    none: 1. rarity: 1 - n_y / n_max, the positive's rarity. count: min(1, p_j / q_j), p_j = n_j / N the share of
+    the denoising loss class j gets and q_j the share of the overlap terms in which it is the negative (its rows
+    normalized as drawn), so that no class is pushed as a negative more often than it is denoised: with uniform
+    negatives a 4-image class is otherwise a negative as often as a 400-image one."""
+    c = num_classes
+    ones = torch.ones(c, c, dtype=torch.float64)
+    if mode == "none":
+        return ones
+    w = _class_weights(counts, c, f"diffrop pair_weight={mode}")
+    if mode == "rarity":
+        return (1.0 - w / w.max())[:, None] * ones
+    if mode == "count":
+        p = w / w.sum()
+        if negatives == "all":
+            rows = 1.0 - torch.eye(c, dtype=torch.float64)
+        else:
+            rows = negative_weights(c, negatives, counts)
+        rows = rows * has_negatives(c, negatives, counts)[:, None]
+        rows = rows / rows.sum(1, keepdim=True).clamp_min(1e-300)
+        q = (p[:, None] * rows).sum(0)
+        return torch.where(q > 0, (p / q.clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(q))[None, :] * ones
+    raise LtaugError(f"generator.diffrop.pair_weight '{mode}': expected none, rarity or count")
 
 
 def tau_of_t(kind: str, tau0: float, t: torch.Tensor, schedule, variance: str = "large") -> torch.Tensor:
@@ -186,11 +224,12 @@ def _active(variant: str, m: float, D, dpos, dneg) -> torch.Tensor:
 def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, eps_pos: torch.Tensor,
             y_neg: torch.Tensor, *, margin: Optional[float], variant: str = "hinge", distance_kind: str = "mse",
             tau: str = "increasing", tau0: float = 1.0, stop_grad: str = "positive", active_only: bool = True,
-            variance: str = "large") -> dict:
+            variance: str = "large", weight: Optional[torch.Tensor] = None) -> dict:
     """DiffROP's overlap term for M kept samples (method.md §3).
 
     xt, eps, eps_pos: [M, C, H, W] (eps_pos = the positive prediction eps_theta(x_t, t, y) that L_DM computed);
-    t [M]; y_neg [M, K]. margin None = measure D only (for `margin: auto`), the term is then zero.
+    t [M]; y_neg [M, K]; weight [M, K] multiplies each pair's term (pair_weight and the time window; None = 1).
+    margin None = measure D only (for `margin: auto`), the term is then zero.
     Returns float32 [M] tensors: "overlap" (mean over the K negatives of tau(t) * term), "D" (mean over K), "active"
     (fraction of the K pairs with a gradient).
     """
@@ -221,6 +260,8 @@ def overlap(net, schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
         dpos0 = dist(eps_p, pos_p) if triplet else None
         dneg0 = dist(eps_p, neg0) if triplet else None
     tau_t = tau_of_t(tau, tau0, t_p, schedule, variance)
+    if weight is not None:
+        tau_t = tau_t * weight.reshape(-1).to(device=tau_t.device, dtype=tau_t.dtype)
     if margin is None:
         zero = torch.zeros(M * K, device=xt.device)
         return {"overlap": zero.view(M, K).mean(1), "D": D0.view(M, K).mean(1), "active": zero.view(M, K).mean(1)}
@@ -293,6 +334,21 @@ def _margin(diffrop: DiffropConfig, measure_only: bool) -> Optional[float]:
     return float(diffrop.margin)
 
 
+def _pair_weight(diffrop: DiffropConfig, num_classes: int, counts, y, y_neg, t, T: int) -> Optional[torch.Tensor]:
+    """[M, K] float32 weight of each pair: pair_weight x the time window x (more_frequent) whether y has negatives;
+    None when every weight is 1 (the defaults: the loss is then computed exactly as before these options)."""
+    window = (diffrop.t_min, diffrop.t_max) != (0.0, 1.0)
+    if diffrop.pair_weight == "none" and not window and diffrop.negatives != "more_frequent":
+        return None
+    w = class_pair_weights(num_classes, diffrop.pair_weight, diffrop.negatives, counts)
+    w = w * has_negatives(num_classes, diffrop.negatives, counts)[:, None]
+    out = w[y.cpu()[:, None], y_neg.cpu()].to(torch.float32)
+    if window:
+        frac = t.cpu().to(torch.float64) / T
+        out = out * ((frac >= diffrop.t_min) & (frac < diffrop.t_max)).to(torch.float32)[:, None]
+    return out.to(y.device)
+
+
 def _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, *, num_classes, counts, y_neg,
                   diffrop: DiffropConfig, measure_only: bool) -> dict:
     n = xt.shape[0]
@@ -304,9 +360,11 @@ def _diffrop_term(net, schedule, xt, t, eps, eps_pos, y, keep, generator, *, num
         y_neg = draw_negatives(y, num_classes, diffrop.negatives, counts, generator)
     y_neg = y_neg.view(n, -1).to(xt.device)
     idx = keep.nonzero().squeeze(1)
+    weight = _pair_weight(diffrop, num_classes, counts, y[idx], y_neg[idx], t[idx], schedule.T)
     o = overlap(net, schedule, xt[idx], t[idx], eps[idx], eps_pos[idx], y_neg[idx],
                 margin=_margin(diffrop, measure_only), variant=diffrop.variant, distance_kind=diffrop.distance,
-                tau=diffrop.tau, tau0=diffrop.tau0, stop_grad=diffrop.stop_grad, active_only=diffrop.active_only)
+                tau=diffrop.tau, tau0=diffrop.tau0, stop_grad=diffrop.stop_grad, active_only=diffrop.active_only,
+                weight=weight)
     return {"overlap": zero.index_copy(0, idx, o["overlap"]), "D": nan.index_copy(0, idx, o["D"]),
             "active": zero.index_copy(0, idx, o["active"])}
 
@@ -332,8 +390,8 @@ def diffrop_loss(net, schedule, x0, y, generator, *, num_classes: int, p_uncond:
                  label_dropout: str = "sample", counts=None, diffrop: Optional[DiffropConfig] = None,
                  measure_only: bool = False, t=None, eps=None, keep=None, y_neg=None, **_) -> dict:
     """L = L_DM + gamma * L_overlap (method.md §3), with gamma, margin, variant, distance, tau, negatives,
-    stop_grad and active_only from the `diffrop` section. measure_only: D is measured without the overlap term
-    (margin auto, before calibration)."""
+    pair_weight, the time window t_min/t_max, stop_grad and active_only from the `diffrop` section. measure_only:
+    D is measured without the overlap term (margin auto, before calibration)."""
     diffrop = diffrop or DiffropConfig()
     t, eps, keep, y_in = _draw_common(schedule, x0, y, generator, num_classes, p_uncond, label_dropout, t, eps, keep)
     xt = schedule.q_sample(x0, t, eps)
