@@ -29,6 +29,20 @@ SETTINGS = [("DDIM 10", "ddim", 10), ("DDIM 50", "ddim", 50), ("DPM++ 10", "dpm+
             ("UniPC 10", "unipc", 10), ("Euler 20", "euler", 20), ("DDPM (all T)", "ddpm", None)]
 
 
+def _portable(arg) -> str:
+    """A path as the record keeps it: relative to the working directory when inside it, else from the run folder's
+    name on (runs/NAME/...), so a record names no folder of the machine it was measured on."""
+    p = Path(str(arg))
+    if not p.is_absolute():
+        return str(arg)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        parts = p.parts
+        run = parts.index("generator") - 1 if "generator" in parts[1:] else len(parts) - 1
+        return str(Path("runs", *parts[run:]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("generator", help="run dir, generator dir or checkpoint")
@@ -73,12 +87,12 @@ def main() -> None:
           flush=True)
     mu_r, sigma_r = ref_f.mean(0), np.cov(ref_f.astype(np.float64), rowvar=False)
 
-    proto = {"generator": str(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256, "step": gen.step,
+    proto = {"generator": _portable(gen.checkpoint_path), "checkpoint_sha256": gen.checkpoint_sha256, "step": gen.step,
              "T": gen.schedule.T, "w": a.w, "reference": f"{a.dataset} {a.reference_split}",
              "reference_size": len(ref_f), "classes_generated": [gen.classes[i] for i in present],
              "kid": "100 subsets of min(N, 100)", "device": "cpu", "threads": 1, "batch_size": a.batch_size,
              "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-             "load_average_at_start": os.getloadavg()[0], "command": "python " + " ".join(sys.argv)}
+             "load_average_at_start": os.getloadavg()[0], "command": " ".join(["python", *map(_portable, sys.argv)])}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
