@@ -247,7 +247,7 @@ def best_loss(baselines: dict) -> str:
 
 def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets: list[str], lt_loss: str,
                judge: Path) -> list[dict]:
-    from ltaug.files import atomic_write_json, read_json
+    from ltaug.files import read_json
     from ltaug.pipeline import run_pipeline
     from ltaug.rundir import RunDir
 
@@ -270,8 +270,19 @@ def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets:
                    "judge": judge_synth(judge, run.synth)}
             print(json.dumps(row), flush=True)
             rows.append(row)
-            atomic_write_json(out / "results.partial.json", {"seeds": seeds, "sets": sets, "rows": rows})
+            _record_partial(out / "results.partial.json", seeds, sets, row)
     return rows
+
+
+def _record_partial(path: Path, seeds: list[int], sets: list[str], row: dict) -> None:
+    """Add one finished (method, seed) row to the partial record, keeping the rows other processes wrote (several
+    invocations with different --image-seeds may share one --out; the final full invocation rewrites everything)."""
+    from ltaug.files import atomic_write_json, read_json
+
+    old = read_json(path) or {}
+    rows = [r for r in old.get("rows", []) if (r["method"], r["seed"]) != (row["method"], row["seed"])] + [row]
+    rows.sort(key=lambda r: (r["seed"], r["method"]))
+    atomic_write_json(path, {"seeds": sorted(set(old.get("seeds", [])) | set(seeds)), "sets": sets, "rows": rows})
 
 
 def judge_synth(judge: Path, synth: Path) -> dict:
@@ -484,6 +495,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=("toy", "mnist", "cifar10"), default="toy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--image-seeds", type=int, nargs="+", default=None,
+                    help="train generators for these of --seeds only (the real-only baselines and the choice of the "
+                         "long-tail loss still use every seed): split one comparison over several processes/machines")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--define", action="append", default=[],
                     help="NAME=key=value,key=value: a method as recipe overrides (e.g. a DiffROP form)")
@@ -543,7 +557,10 @@ def main() -> None:
     else:
         baselines = run_baselines(base, args.seeds, out, args.sets, args.classifier_losses)
         lt_loss = best_loss({k: v for k, v in baselines.items() if k != "ce"} or baselines)
-        rows = run_images(base, args.seeds, args.methods, out, args.sets, lt_loss, judge)
+        rows = run_images(base, args.image_seeds or args.seeds, args.methods, out, args.sets, lt_loss, judge)
+        if args.image_seeds and set(args.image_seeds) != set(args.seeds):
+            print(f"generators of seeds {args.image_seeds} done; run again without --image-seeds for the table")
+            return
         atomic_write_json(out / "results.json", {
             "scale": args.scale, "seeds": args.seeds, "sets": args.sets, "reference": args.reference,
             "methods": {m: METHOD_SETS[m] for m in args.methods}, "lt_loss": lt_loss,
