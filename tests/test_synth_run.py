@@ -306,8 +306,20 @@ def test_cli_prints_the_plan_and_w_with_s(tiny_run, tmp_path):
     assert counts <= {"8", "9"}
 
 
+def test_cli_zero_turns_the_other_mode_off(tiny_run, tmp_path):
+    # 0 is how the recipe turns a mode off; beside the other flag it is accepted and changes nothing
+    result = runner.invoke(app, ["synthesize", str(tiny_run), "--out", str(tmp_path / "pc"), "--per-class", "1",
+                                 "--fill-to", "0", "--steps", "2", "--device", "cpu", "--classes", "9"])
+    assert result.exit_code == 0, result.output
+    assert "synthesis plan (--per-class 1)" in " ".join(result.output.split())
+    rows = (tmp_path / "pc" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(r)["class"] for r in rows] == ["9"]
+
+
 @pytest.mark.parametrize("args,msg", [
-    (["--per-class", "0"], "--per-class 0: must be a positive number"),
+    (["--per-class", "0"], "--per-class 0: must be a positive number (0 turns it off only beside --fill-to N)"),
+    (["--per-class", "0", "--fill-to", "0"], "--per-class 0: must be a positive number"),
+    (["--per-class", "2", "--fill-to", "3"], "--per-class 2 and --fill-to 3: choose one"),
     (["--per-class", "3", "--classes", "7,unicorn"], "unknown class name 'unicorn'"),
     (["--per-class", "3", "--w", "-0.5"], "--w -0.5: the guidance weight must be >= 0"),
     (["--fill-to", "-2"], "--fill-to -2: must be a positive number"),

@@ -63,10 +63,14 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
                    workers: Workers = None, address: Address = None, npz: Npz = None, overwrite: Overwrite = False,
                    filter_classifier: Filter = None, min_confidence: MinConf = None, device: DeviceOpt = None,
                    recipe: RecipeOpt = None, sets: SetOpt = None, quiet: Quiet = False) -> None:
-    for flag, v in (("--per-class", per_class), ("--fill-to", fill_to)):
-        if v is not None and v <= 0:  # the flag picks the plan's mode, so 0 would ask for nothing
-            raise LtaugError(f"{flag} {v}: must be a positive number")
-    if per_class is not None and fill_to is not None:
+    # The flag given picks the plan's mode. 0 is the recipe's "off", so it is accepted beside the other flag given
+    # positive (--per-class 5 --fill-to 0); alone it would ask for nothing.
+    flags = {"--per-class": per_class, "--fill-to": fill_to}
+    for flag, v in flags.items():
+        other, ov = next((f, x) for f, x in flags.items() if f != flag)
+        if v is not None and (v < 0 or (v == 0 and not ov)):
+            raise LtaugError(f"{flag} {v}: must be a positive number (0 turns it off only beside {other} N)")
+    if per_class and fill_to:
         raise LtaugError(f"--per-class {per_class} and --fill-to {fill_to}: choose one")
     run_dir = local_or_hub(run_dir, "RUN_DIR")  # a Hub id: its pipeline folder, downloaded (or cached)
     if not run_dir.exists():
@@ -78,9 +82,9 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
               "synth.min_confidence": min_confidence, "device": device,
               "synth.filter_classifier": str(filter_classifier) if filter_classifier is not None else None,
               "synth.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None}
-    if per_class is not None:
+    if per_class:
         direct["synth.fill_to"] = 0  # the flag picks the mode, whatever the recipe said
-    if fill_to is not None:
+    if fill_to:
         direct["synth.per_class"] = 0
     r = resolve_recipe(recipe_of(run_dir, recipe), sets, **direct)
     cfg = r.synth
