@@ -20,6 +20,9 @@ agreement and KID per group against the validation split at every one: the budge
 from (where the curves flatten).
 
 Runs resume (re-run the same command after a stop); --report-only rebuilds the tables and figures from OUT/results.json.
+--image-seeds splits the generators over processes or machines sharing OUT (each process one core, say): every
+process trains the baselines it finds missing, so start one first and the others once its baselines are in; finished
+rows gather in OUT/results.partial.json, and the command without --image-seeds then writes the tables.
 
   python benchmarks/compare_methods.py --scale toy --seeds 0 1 2 --out runs/compare-toy
   python benchmarks/compare_methods.py --scale mnist --curve --curve-steps 300 600 1200 2400 --methods ddpm diffrop \
