@@ -267,6 +267,7 @@ def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets:
             ev = read_json(run.evaluate / "results.json") or {}
             row = {"method": method, "seed": seed, "acc_synth_ce": summary["accuracy_synth"],
                    "val_synth_ce": summary["val_accuracy_synth"], f"acc_synth_{lt_loss}": _acc(lt),
+                   f"val_synth_{lt_loss}": _acc(lt, "val_accuracy"),
                    "lt_loss": lt_loss, "stages_s": summary["stages"],
                    "kid": {g: (ev.get(g) or {}).get("kid") for g in GROUPS},
                    "fid": {g: (ev.get(g) or {}).get("fid") for g in GROUPS},
@@ -401,11 +402,14 @@ def image_tables(baselines: dict, rows: list[dict], methods: list[str], lt_loss:
         lines.append(f"| real only | {loss}{mark} | " + " | ".join(mean_std([r["test"][g] for r in runs], **pct)
                                                                  for g in GROUPS)
                      + f" | {mean_std([r['val']['overall'] for r in runs], **pct)} |")
-    for loss_key, loss in (("acc_synth_ce", "ce"), (f"acc_synth_{lt_loss}", lt_loss)):
+    for loss_key, val_key, loss in (("acc_synth_ce", "val_synth_ce", "ce"),
+                                    (f"acc_synth_{lt_loss}", f"val_synth_{lt_loss}", lt_loss)):
         for m in methods:
             r = [x for x in rows if x["method"] == m]
+            val = [x[val_key]["overall"] for x in r if x.get(val_key)]  # the classifier loss is chosen on it too
             lines.append(f"| real + {m} | {loss} | " + " | ".join(mean_std([x[loss_key][g] for x in r], **pct)
-                                                               for g in GROUPS) + " | |")
+                                                               for g in GROUPS)
+                         + f" | {mean_std(val, **pct) if len(val) == len(r) else ''} |")
     seeds = sorted({x["seed"] for x in rows})
 
     def series(m, get):
