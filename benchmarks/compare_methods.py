@@ -249,7 +249,7 @@ def best_loss(baselines: dict) -> str:
 
 
 def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets: list[str], lt_loss: str,
-               judge: Path) -> list[dict]:
+               judge: Path, finished_only: bool = False) -> list[dict]:
     from ltaug.files import read_json
     from ltaug.pipeline import run_pipeline
     from ltaug.rundir import RunDir
@@ -260,6 +260,10 @@ def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets:
         for method in methods:
             recipe = _recipe(base, sets, seed, method)
             run = RunDir(out / f"seed{seed}" / method)
+            if finished_only and not (read_json(run.path / "summary.json") and
+                                      read_json(run.classifier(f"synth-{lt_loss}") / "results.json")):
+                print(f"seed {seed} {method}: not finished, left out (--finished-only)", flush=True)
+                continue
             # the pipeline: generator, synthesis, the cross-entropy classifier on real + synthetic, evaluation; the
             # seed's real-only CE classifier is its baseline and overlap judge, shared by every method
             summary = run_pipeline(recipe, run.path, progress=False, real_classifier=real)
@@ -520,6 +524,9 @@ def main() -> None:
     ap.add_argument("--toy-margins", type=float, nargs="+", default=None,
                     help="toy only: scan these DiffROP margins (with --toy-w) instead of comparing methods")
     ap.add_argument("--toy-w", type=float, nargs="+", default=[0.0, 1.0], help="guidance weights of the margin scan")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="tables from the finished (method, seed) runs only, starting none: a comparison still "
+                         "under way (paired statistics over the seeds where both methods finished)")
     ap.add_argument("--report-only", action="store_true",
                     help="mnist/cifar10: rebuild results.md and the figures from OUT/results.json")
     args = ap.parse_args()
@@ -564,7 +571,8 @@ def main() -> None:
     else:
         baselines = run_baselines(base, args.seeds, out, args.sets, args.classifier_losses)
         lt_loss = best_loss({k: v for k, v in baselines.items() if k != "ce"} or baselines)
-        rows = run_images(base, args.image_seeds or args.seeds, args.methods, out, args.sets, lt_loss, judge)
+        rows = run_images(base, args.image_seeds or args.seeds, args.methods, out, args.sets, lt_loss, judge,
+                          args.finished_only)
         if args.image_seeds and set(args.image_seeds) != set(args.seeds):
             print(f"generators of seeds {args.image_seeds} done; run again without --image-seeds for the table")
             return
@@ -572,7 +580,9 @@ def main() -> None:
             "scale": args.scale, "seeds": args.seeds, "sets": args.sets, "reference": args.reference,
             "methods": {m: METHOD_SETS[m] for m in args.methods}, "lt_loss": lt_loss,
             "lt_loss_rule": "best mean balanced validation accuracy of the real-only classifiers over the seeds",
-            "baselines": baselines, "rows": rows, "wall_s": time.perf_counter() - t0})
+            "baselines": baselines, "rows": rows, "wall_s": time.perf_counter() - t0,
+            "complete": all(any((r["method"], r["seed"]) == (m, sd) for r in rows)
+                            for m in args.methods for sd in args.seeds)})
     table = image_tables(baselines, rows, args.methods, lt_loss, args.reference)
     tail_figure(rows, args.methods, out, args.seeds[0])
     atomic_write_text(out / "results.md", table + "\n")
