@@ -241,7 +241,8 @@ def test_two_ray_workers_draw_the_same_images_as_one(tiny_run, tmp_path):
         one = synthesize(tiny_run, tmp_path / "one", **kw)
     finally:
         torch.set_num_threads(threads)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray, never a cluster some earlier `ray start` on this machine left in /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         two = synthesize(tiny_run, tmp_path / "two", workers=2, **kw)
     finally:
