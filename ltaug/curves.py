@@ -60,7 +60,11 @@ class Curves:
             self.wandb_run = self._start_wandb(name, config or {}, resume_step > 0)
         if "tensorboard" in cfg.extra:
             # An event file is an append-only stream (TFRecord), not a file that can be written whole then renamed.
-            self.tb = SummaryWriter(logdir=str(self.stage_dir / TB_DIR),
+            # Its name holds the start time in whole seconds: a resume within the same second would reopen (and
+            # truncate) the first session's file, so each session's file also carries its sequence number.
+            tb_dir = self.stage_dir / TB_DIR
+            session = len(list(tb_dir.glob("events.out.tfevents.*"))) if tb_dir.is_dir() else 0
+            self.tb = SummaryWriter(logdir=str(tb_dir), filename_suffix=f".{session:04d}",
                                     purge_step=resume_step + 1 if resume_step > 0 else None)
 
     # ---------------------------------------------------------------------------------------------------- records

@@ -161,6 +161,22 @@ def test_wandb_gets_the_same_records_and_a_resume_continues_its_run(tmp_path, mo
     assert fake.inits[1]["id"] == init["id"] and fake.inits[1]["resume"] == "allow"
 
 
+def test_a_resume_in_the_same_second_keeps_the_first_sessions_events(tmp_path, monkeypatch):
+    # tensorboardX names an event file by the start time in whole seconds; a fast resume (CI failed on it) must not
+    # reopen and truncate the first session's file.
+    import tensorboardX.event_file_writer as efw
+
+    monkeypatch.setattr(efw.time, "time", lambda: 1_700_000_000.25)
+    cfg = LoggingConfig(backends=["jsonl", "tensorboard"])
+    with Curves(cfg, tmp_path, jsonl=tmp_path / "m.jsonl", name="x", main=True) as c:
+        for step in (1, 2):
+            c.log({"step": step, "loss": float(step)}, step_key="step")
+    with Curves(cfg, tmp_path, jsonl=tmp_path / "m.jsonl", name="x", resume_step=2, main=True) as c:
+        c.log({"step": 3, "loss": 3.0}, step_key="step")
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
+    assert scalars(events(tmp_path / "tb"))["train/loss"] == {1: 1.0, 2: 2.0, 3: 3.0}
+
+
 def test_other_ranks_write_nothing(tmp_path):
     with Curves(LoggingConfig(backends=["tensorboard"]), tmp_path / "s", jsonl=tmp_path / "s" / "m.jsonl",
                 name="x", main=False) as c:
