@@ -166,7 +166,8 @@ def test_a_resume_in_the_same_second_keeps_the_first_sessions_events(tmp_path, m
     # reopen and truncate the first session's file.
     import tensorboardX.event_file_writer as efw
 
-    monkeypatch.setattr(efw.time, "time", lambda: 1_700_000_000.25)
+    # Only the event writer's clock stops (its module's `time`), not the process's.
+    monkeypatch.setattr(efw, "time", types.SimpleNamespace(time=lambda: 1_700_000_000.25))
     cfg = LoggingConfig(backends=["jsonl", "tensorboard"])
     with Curves(cfg, tmp_path, jsonl=tmp_path / "m.jsonl", name="x", main=True) as c:
         for step in (1, 2):
