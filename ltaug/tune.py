@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from ltaug.files import atomic_savefig, atomic_write_json
 from ltaug.locks import holds_lock
 from ltaug.pipeline import prepare_shared, run_pipeline, train_judge
 from ltaug.rundir import RunDir, save_recipe
+from ltaug.space import require_writable
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 GROUP_KEYS = ("overall", "many", "medium", "few")
@@ -220,6 +222,15 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
     return trainable
 
 
+def storage_path(storage: str | None) -> str | None:
+    """Ray Tune's storage_path from --storage: a URI (s3://, gs://, file://, ...) as given; a local path made
+    absolute (pyarrow refuses a relative one) and checked writable, so a bad one fails before anything is written."""
+    if storage is None or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", storage):
+        return storage
+    require_writable(storage, "--storage")
+    return str(Path(storage).expanduser().absolute())
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | None = None, resume: bool = False,
               num_cpus: int | None = None, progress: bool = True, storage: str | None = None) -> dict:
     """Run (or resume) a sweep in out_dir. Returns {"trials": [...], "best": {...}, "best_recipe": path}.
@@ -231,7 +242,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     cloud URI such as s3://bucket/sweeps."""
     raycluster.check_address(address)
     return _run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, progress=progress,
-                      storage=storage)
+                      storage=storage_path(storage))
 
 
 @holds_lock(lambda a: Path(os.path.abspath(a["out_dir"])), "ltaug tune", refuse_links=False)

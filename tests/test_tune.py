@@ -85,6 +85,28 @@ def test_bad_sweep_files(tmp_path):
     assert load_sweep(bad).space
 
 
+def test_storage_uris_pass_local_paths_are_made_absolute_and_checked(tmp_path, monkeypatch):
+    from ltaug.tune import storage_path
+
+    monkeypatch.chdir(tmp_path)
+    assert storage_path(None) is None
+    assert storage_path("s3://bucket/sweeps") == "s3://bucket/sweeps"
+    assert storage_path("rel/dir") == str(tmp_path / "rel" / "dir")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LtaugError, match="--storage afile/sub: .*is a file"):
+        storage_path("afile/sub")
+
+
+def test_tune_with_a_bad_storage_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "out"
+    result = subprocess.run([*_tune_cmd(Path("margin"), out), "--storage", str(tmp_path / "afile" / "sub")],
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "--storage" in result.stdout + result.stderr and "is a file" in result.stdout + result.stderr
+    assert not out.exists()
+
+
 def _tune_cmd(sweep: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ltaug", "tune", str(sweep), "--out", str(out), "--num-cpus", "2", *extra]
 
@@ -149,11 +171,15 @@ def test_generator_sweep_reports_the_judges_agreement_at_each_checkpoint(tmp_pat
                                      "resources": {"cpu": 1, "gpu": 0},
                                      "space": {"generator.diffrop.margin": {"grid": [0.0, 0.5]}}}))
     out = tmp_path / "out"
-    result = subprocess.run(_tune_cmd(sweep, out), env=_env(), capture_output=True, text=True, timeout=600)
+    # --storage as a relative path (pyarrow refuses those: ltaug makes it absolute), resolved from the cwd
+    result = subprocess.run(_tune_cmd(sweep, out, "--storage", "trials"), env=_env(), capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "shared" / "stages" / "classifier-judge.json").is_file()  # one judge for every trial
     res = json.loads((out / "sweep_results.json").read_text())
     assert [t["status"] for t in res["trials"]] == ["OK", "OK"]
+    assert all(Path(t["path"]).is_relative_to(tmp_path / "trials") for t in res["trials"])
+    assert not (out / "ray").exists()
     assert all(0.0 <= t["metric"] <= 1.0 for t in res["trials"])
     for t in res["trials"]:
         rows = [json.loads(line) for line in (Path(t["path"]) / "result.json").read_text().splitlines()]

@@ -30,13 +30,14 @@ def tune_cmd(
              "shared path or a cloud URI (s3://..., gs://...)")] = None,
 ) -> None:
     from ltaug.raycluster import check_address
-    from ltaug.tune import load_sweep, run_sweep
+    from ltaug.tune import load_sweep, run_sweep, storage_path
 
     spec = load_sweep(sweep)
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
     check_address(address)  # nothing listening there: fail in seconds, before a sweep directory exists
     require_writable(out if out is not None else DEFAULT_ROOT, "--out")
+    storage = storage_path(storage)  # before the sweep directory exists
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path
     console.print(f"sweep directory: [bold]{escape(str(out_dir))}[/]")
     result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, storage=storage)
