@@ -26,6 +26,7 @@ from ltaug.device import resolve_device
 from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
 from ltaug.diffusion.train import train_generator
 from ltaug.errors import LtaugError
+from ltaug.features.pipeline import feature_stages, feature_summary
 from ltaug.files import atomic_write_json, read_json
 from ltaug.locks import holds_lock
 from ltaug.metrics.agreement import judge_agreement
@@ -192,6 +193,11 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
         run.finish_stage(name, timings[name], result if isinstance(result, dict) and _jsonable(result) else None)
         return result
 
+    if recipe.generator.space == "features":
+        feature_stages(recipe, run, stage, progress=progress, report=report)
+        summary = feature_summary(run, timings)
+        build_report(run.path)
+        return summary
     generator_from = RunDir(reuse_generator) if reuse_generator else run
     if not reuse_generator:
         gen_report = _generator_tune_report(report, Path(judge) if judge else None, recipe, tune_metric)

@@ -117,7 +117,8 @@ def _fmt_gain(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:+.1f}"
 
 
-METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "is")
+METRIC_NAMES = ("fid", "kid", "fd", "precision", "recall", "density", "coverage", "is", "agreement",
+                "real_agreement", "leakage_into_head", "real_leakage_into_head")
 
 
 def _metrics_rows(evaluation: dict | None) -> list[tuple[str, str, str]]:
@@ -146,8 +147,9 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     parts: list[str] = []
     title = run.path.name
 
-    real = read_json(run.classifier("real") / "results.json")
-    synth = read_json(run.classifier("synth") / "results.json")
+    # a feature-space run compares its heads (real only / real + synthetic features); an image run its classifiers
+    real = read_json(run.head("real") / "results.json") or read_json(run.classifier("real") / "results.json")
+    synth = read_json(run.head("synth") / "results.json") or read_json(run.classifier("synth") / "results.json")
     evaluation = read_json(run.evaluate / "results.json")
     summary = read_json(run.summary) or {}
 

@@ -83,9 +83,10 @@ def write_timm_files(path: str | os.PathLike) -> tuple[Path, Path]:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, device: str | torch.device = "cpu",
-                   batch_size: int = 256, amp: bool = True) -> np.ndarray:
+                   batch_size: int = 256, amp: bool = True, pre_logits: bool = False) -> np.ndarray:
     """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (C = meta in_chans); images of another size are
-    resized and center-cropped to the resolution the classifier was trained at, as its training data was."""
+    resized and center-cropped to the resolution the classifier was trained at, as its training data was.
+    pre_logits: the pooled features the classifier head reads instead (timm's `forward_head(pre_logits=True)`)."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -105,7 +106,8 @@ def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, devic
     for i in range(0, len(images), batch_size):
         x = to_input(torch.from_numpy(images[i:i + batch_size]).to(device), mean, std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out.append(model(x).float().cpu())
+            y = model.forward_head(model.forward_features(x), pre_logits=True) if pre_logits else model(x)
+            out.append(y.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(meta["classes"])), np.float32)
 

@@ -89,8 +89,8 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
         a, b = dict(saved.get(section, {})), dict(recipe_dict[section])
         a.pop("eval_every", None)
         b.pop("eval_every", None)
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+        for key in sorted(set(a) & set(b)):  # a key the checkpoint predates keeps its default: not a change
+            if a[key] != b[key]:
                 raise LtaugError(f"--resume: recipe key '{section}.{key}' is {b.get(key)!r} but the checkpoint was "
                                  f"trained with {a.get(key)!r}; resume with the same recipe or use a new --out")
     if saved.get("seed") != recipe_dict["seed"]:
@@ -103,7 +103,7 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
 def _validation_set(data, real):
     """The recipe's validation split (data.val_dataset, else the images the long-tailed subset leaves out), or None
     when the dataset has none (npz:/folder: sources without data.val_dataset)."""
-    if not (data.val_dataset or data.dataset in ("mnist-lt", "cifar10-lt", "cifar100-lt")):
+    if not (data.val_dataset or data.val_from_test or data.dataset in ("mnist-lt", "cifar10-lt", "cifar100-lt")):
         return None
     val = load_from_config(data, "val")
     if list(val.classes) != list(real.classes):

@@ -37,6 +37,9 @@ class DataConfig(Section):
                            "the images the long-tailed subset leaves out (mnist-lt, cifar10-lt, cifar100-lt)")
     val_per_class: int = opt(100, "images per class in the built-in validation split (fewer where the long-tailed "
                              "subset leaves fewer: none for the head class)", min=1)
+    val_from_test: int = opt(0, "images per class taken out of the balanced test set as the validation split (a "
+                             "fixed, stratified draw, seed 0; the test set keeps the rest), for sources with no "
+                             "balanced training pool (npz files); 0 = off", min=0)
     data_root: str = opt("", "where CIFAR is read (and downloaded with download: true); empty = ~/.cache/ltaug/data")
     download: bool = opt(False, "download CIFAR through torchvision if it is missing from data_root")
     imbalance_ratio: float = opt(100.0, "n_max / n_min of the long-tailed profile (CIFAR-LT, MNIST-LT)", min=1.0)

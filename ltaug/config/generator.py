@@ -23,6 +23,9 @@ PAIR_WEIGHTS = ("none", "rarity", "count")
 STOP_GRADS = ("positive", "negative", "none", "both_sided")
 Y_PRIMES = ("frequency", "uniform")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+SPACES = ("image", "features")
+# Keys that only mean something for pixels, with their defaults: set under space features, they are refused.
+IMAGE_ONLY = {"preset": "small", "init_from": "", "hflip": False, "channels_last": False}
 
 
 @dataclass
@@ -78,9 +81,21 @@ class CbdmConfig(Section):
 
 
 @dataclass
+class MlpConfig(Section):
+    KEY = "generator.mlp"
+
+    width: int = opt(1024, "hidden width of the eps-network for feature vectors", min=8)
+    depth: int = opt(4, "residual blocks (each: norm, SiLU, linear, + time and class embedding, norm, SiLU, linear)",
+                     min=1)
+    dropout: float = opt(0.0, "dropout inside each block", min=0.0)
+
+
+@dataclass
 class GeneratorConfig(Section):
     KEY = "generator"
 
+    space: str = opt("image", "what the diffusion model generates: image (pixels, a UNet) or features (a backbone's "
+                     "feature vectors, an MLP: the `features` section)", choices=SPACES)
     preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), cpu (1.1M, 0.6x small's step), "
                       "tiny (tests)", choices=PRESETS)
     init_from: str = opt("", "start from a pretrained diffusers UNet2DModel: a folder (config.json + "
@@ -116,6 +131,7 @@ class GeneratorConfig(Section):
     keep_ckpts: int = opt(2, "checkpoints kept (the newest)", min=1)
     diffrop: DiffropConfig = section(DiffropConfig, "the DiffROP overlap loss (loss: diffrop or cbdm+diffrop)")
     cbdm: CbdmConfig = section(CbdmConfig, "the CBDM regularizer (loss: cbdm or cbdm+diffrop)")
+    mlp: MlpConfig = section(MlpConfig, "the eps-network of the features space (space: features)")
 
     def validate(self) -> None:
         if not self.lr > 0 or self.lr == float("inf"):
@@ -127,6 +143,12 @@ class GeneratorConfig(Section):
         if self.class_power > 1.0:
             raise LtaugError(f"generator.class_power {self.class_power}: must be in [0, 1] (1 = the data's own "
                              "class frequencies, 0 = class-balanced batches)")
+        if self.space == "features":
+            for key, default in IMAGE_ONLY.items():
+                if getattr(self, key) != default:
+                    raise LtaugError(f"generator.{key} {getattr(self, key)!r} is an image-space option, but "
+                                     "generator.space is features (an MLP on feature vectors: generator.mlp); "
+                                     f"remove generator.{key} or set generator.space image")
         if self.batch_size % self.accum:
             raise LtaugError(f"generator.batch_size {self.batch_size} must be divisible by generator.accum "
                              f"{self.accum}")

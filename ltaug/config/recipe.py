@@ -21,6 +21,7 @@ import yaml
 from ltaug.config.classifier import ClassifierConfig
 from ltaug.config.data import DataConfig
 from ltaug.config.evaluate import EvaluateConfig
+from ltaug.config.features import FeaturesConfig
 from ltaug.config.fields import Section, opt, section, yaml_scalar
 from ltaug.config.generator import GeneratorConfig
 from ltaug.config.logging import LoggingConfig
@@ -42,6 +43,8 @@ class Recipe(Section):
     synth: SynthConfig = section(SynthConfig, "sampling the synthetic images")
     classifier: ClassifierConfig = section(ClassifierConfig, "timm classifier on real plus synthetic data")
     evaluate: EvaluateConfig = section(EvaluateConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+    features: FeaturesConfig = section(FeaturesConfig, "the feature-space mode (generator.space: features): backbone "
+                                       "and classifier head")
     logging: LoggingConfig = section(LoggingConfig, "training curves: metrics.jsonl, TensorBoard, Weights & Biases")
 
     def validate(self) -> None:
