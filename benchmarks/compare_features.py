@@ -37,7 +37,7 @@ from ltaug.config.data import GROUPS
 from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
 from ltaug.diffusion.train import train_generator
 from ltaug.features.evaluate import evaluate_features
-from ltaug.features.pipeline import extract_features, load_head, train_head_stage
+from ltaug.features.pipeline import extract_features, link_features, load_head, train_head_stage
 from ltaug.features.store import load_split
 from ltaug.features.synth import synthesize_features
 from ltaug.files import atomic_write_json, atomic_write_text, read_json
@@ -58,14 +58,6 @@ def base_recipe(args, extra: list[str] = ()):
             f"data.val_from_test={VAL_PER_CLASS[args.dataset]}", f"features.backbone={args.backbone}",
             f"device={args.device}", *args.set, *extra]
     return load_recipe(f"{args.dataset}_lt_features", sets=sets)
-
-
-def link_features(src: RunDir, dst: RunDir) -> None:
-    """Give a run the shared features (hard links: no copy, and the run reads them as its own)."""
-    dst.features.mkdir(parents=True, exist_ok=True)
-    for f in src.features.iterdir():
-        if f.is_file() and not (dst.features / f.name).exists():
-            os.link(f, dst.features / f.name)
 
 
 def heads(recipe, run: RunDir, kind: str, synthetic: Path | None) -> dict:

@@ -162,7 +162,8 @@ def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[
 def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, report: Optional[ReportFn] = None,
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,
-                 real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None) -> dict:
+                 real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None,
+                 shared_features: Optional[str | Path] = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
     reuse_generator / reuse_synth: a run directory whose generator (and synthetic folder) to use instead of
@@ -171,6 +172,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the generator's
     records with the `judge`'s agreement at each checkpoint (val_agreement.<group>) and the synthetic-data
     classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number.
+    shared_features: (generator.space features) a run folder whose backbone features this run links instead of
+    computing them (sweeps: `ltaug.features.pipeline.prepare_features`).
     """
     run = RunDir(run_dir)
     if run.exists() and resume:
@@ -194,9 +197,11 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
         return result
 
     if recipe.generator.space == "features":
-        feature_stages(recipe, run, stage, progress=progress, report=report)
+        feature_stages(recipe, run, stage, progress=progress, report=_only_with(report, tune_metric),
+                       shared_features=str(shared_features) if shared_features else None)
         summary = feature_summary(run, timings)
         build_report(run.path)
+        _final_report(report, summary, tune_metric)
         return summary
     generator_from = RunDir(reuse_generator) if reuse_generator else run
     if not reuse_generator:
@@ -214,11 +219,29 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
         stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run, real_dir, progress=progress))
     summary = summarize(run, timings, real_dir)
     build_report(run.path)
-    if report is not None:  # the trial's final report: validation numbers only (sweeps never choose on test)
-        final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
-        if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric
-            report(final, None)
+    _final_report(report, summary, tune_metric)
     return summary
+
+
+def _final_report(report: Optional[ReportFn], summary: dict, tune_metric: Optional[str]) -> None:
+    """The trial's final report: validation numbers only (sweeps never choose on test)."""
+    if report is None:
+        return
+    final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
+    if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric
+        report(final, None)
+
+
+def _only_with(report: Optional[ReportFn], metric: Optional[str]) -> Optional[ReportFn]:
+    """Forward only the records that carry the sweep's metric (Tune requires it in every report)."""
+    if report is None:
+        return None
+
+    def forward(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        if metric is None or metric in metrics:
+            report(metrics, checkpoint_dir)
+
+    return forward
 
 
 def _jsonable(obj: Any) -> bool:

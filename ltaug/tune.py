@@ -43,6 +43,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ltaug import raycluster
 from ltaug.config import RECIPE_DIR, as_sets, load_recipe
 from ltaug.errors import LtaugError
+from ltaug.features.pipeline import prepare_features
 from ltaug.files import atomic_savefig, atomic_write_json
 from ltaug.locks import holds_lock
 from ltaug.pipeline import prepare_shared, run_pipeline, train_judge
@@ -217,7 +218,7 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 
         run_pipeline(recipe, trial_dir, progress=False, report=report,
                      reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
-                     tune_metric=spec.metric, judge=shared.get("judge"))
+                     tune_metric=spec.metric, judge=shared.get("judge"), shared_features=shared.get("features"))
 
     return trainable
 
@@ -253,7 +254,11 @@ def _run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | No
     stage = stages_for(list(spec.space))
     shared: dict = {}
     base = load_recipe(spec.recipe, list(spec.set))
-    if stage in ("synth", "classifier"):
+    if base.generator.space == "features":
+        if not any(k.startswith(("data.", "features.backbone", "features.resolution"))
+                   or (k.startswith("classifier.") and base.features.backbone == "run") for k in spec.space):
+            shared["features"] = str(prepare_features(base, RunDir(out / "shared"), progress=progress))
+    elif stage in ("synth", "classifier"):
         shared = prepare_shared(base, out / "shared", upto=stage, progress=progress)
     if spec.metric.startswith(("val_agreement.", "val_leakage")):  # the judge, trained once for every trial
         shared["judge"] = str(train_judge(base, RunDir(out / "shared"), progress=progress))

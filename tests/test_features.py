@@ -98,7 +98,7 @@ def test_the_cache_is_reused_refused_for_another_backbone_and_rebuilt_with_overw
     assert not calls and np.array_equal(a.x, again.x)  # cached: the backbone is not run again
     other = dict(ident, backbone="other")
     with pytest.raises(LtaugError, match=r"train.json: the cached train features were made otherwise \(backbone: "
-                                         r"cached 'mean', now 'other'\); pass --overwrite"):
+                                         r"cached 'mean', now 'other'\); delete .* to rebuild"):
         extract_split(tmp_path, "train", z["images"], z["labels"], list(z["classes"]), other, _encode_mean,
                       progress=False)
     b = extract_split(tmp_path, "train", z["images"], z["labels"], list(z["classes"]), other,
@@ -220,3 +220,30 @@ def test_a_backbone_that_is_not_there_exits_2_and_leaves_nothing(tiny_npz, tmp_p
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "--backbone" in res.stdout + res.stderr and "no such file or folder" in res.stdout + res.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_in_the_features_space_shares_one_extraction(tiny_npz, tmp_path):
+    import yaml
+
+    lt, test = tiny_npz
+    sets = [s for s in TINY if s != "--set"] + [f"data.dataset=npz:{lt}", f"data.test_dataset=npz:{test}",
+                                               "generator.loss=diffrop", "generator.diffrop.margin=auto",
+                                               "generator.diffrop.auto_steps=20"]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"recipe": "cifar10_lt_features", "set": sets, "metric": "val_accuracy.few",
+                                     "mode": "max", "scheduler": "fifo", "max_concurrent": 1,
+                                     "resources": {"cpu": 1, "gpu": 0},
+                                     "space": {"generator.diffrop.gamma": {"grid": [0.0, 0.1]}}}))
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "ltaug", "tune", str(sweep), "--out", str(out), "--num-cpus", "2"],
+                         env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = json.loads((out / "sweep_results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["OK", "OK"]
+    assert all(0.0 <= t["metric"] <= 1.0 for t in results["trials"])
+    assert (out / "shared" / "stages" / "features.json").is_file()  # extracted once, before the trials
+    for t in results["trials"]:
+        run = Path(t["path"]) / "run"
+        assert not (run / "classifier-real").exists()  # no trial trained the backbone again
+        assert json.loads((run / "stages" / "features.json").read_text())["shared"] == str(out / "shared")

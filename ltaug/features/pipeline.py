@@ -14,6 +14,9 @@ pipeline's.
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -134,15 +137,49 @@ def evaluate_stage(recipe: Recipe, run: RunDir) -> dict:
     return {"fd.few": (res["few"] or {}).get("fd")}
 
 
+def link_features(src: RunDir, dst: RunDir) -> dict:
+    """Give `dst` the finished features of `src` (hard links where the file system allows, else copies): a sweep's
+    trials and a comparison's runs share one extraction."""
+    dst.features.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.features.iterdir()):
+        target = dst.features / f.name
+        if f.is_file() and not f.name.endswith((".partial", ".progress")) and not target.exists():
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+    return {"shared": str(src.path)}
+
+
+def prepare_features(recipe: Recipe, shared: RunDir, *, progress: bool) -> Path:
+    """The backbone (the run's classifier, when features.backbone is run) and the features, once, in `shared`."""
+    if not shared.exists():
+        shared.init(recipe)
+    out = shared.classifier("real")
+    if recipe.features.backbone == "run" and not shared.stage_done("classifier-real"):
+        t0 = time.perf_counter()
+        train_classifier(recipe, out, progress=progress, resume=out.is_dir() and any(out.glob("*.pt")))
+        shared.finish_stage("classifier-real", time.perf_counter() - t0)
+    if not shared.stage_done("features"):
+        t0 = time.perf_counter()
+        info = extract_features(recipe, shared, progress=progress)
+        shared.finish_stage("features", time.perf_counter() - t0, info)
+    return shared.path
+
+
 def feature_stages(recipe: Recipe, run: RunDir, stage: Callable[[str, Callable[[], Any]], Any], *, progress: bool,
-                   report: Optional[ReportFn] = None) -> None:
-    """Run (or resume) every stage of a feature-space run through `stage(name, fn)`."""
+                   report: Optional[ReportFn] = None, shared_features: Optional[str] = None) -> None:
+    """Run (or resume) every stage of a feature-space run through `stage(name, fn)`. shared_features: a run folder
+    whose backbone features to use (`prepare_features`) instead of computing them here."""
     device = resolve_device(recipe.device)
-    if recipe.features.backbone == "run":
-        out = run.classifier("real")
-        stage("classifier-real", lambda: train_classifier(recipe, out, progress=progress,
-                                                          resume=out.is_dir() and any(out.glob("*.pt"))))
-    stage("features", lambda: extract_features(recipe, run, progress=progress))
+    if shared_features:
+        stage("features", lambda: link_features(RunDir(shared_features), run))
+    else:
+        if recipe.features.backbone == "run":
+            out = run.classifier("real")
+            stage("classifier-real", lambda: train_classifier(recipe, out, progress=progress,
+                                                              resume=out.is_dir() and any(out.glob("*.pt"))))
+        stage("features", lambda: extract_features(recipe, run, progress=progress))
     stage("generator", lambda: train_generator(recipe, run.path, resume=bool(list_checkpoints(run.checkpoints)),
                                                report=report, progress=progress) and None)
     stage("synth", lambda: synthesize_features(load_generator(run.path, device=device), recipe.synth, run.synth,

@@ -86,7 +86,7 @@ def extract_split(folder: str | os.PathLike, split: str, images: np.ndarray, lab
         if why is None:
             return load_split(folder, split)
         if not overwrite:
-            raise LtaugError(f"{fj}: the cached {split} features were made otherwise ({why}); pass --overwrite to "
+            raise LtaugError(f"{fj}: the cached {split} features were made otherwise ({why}); delete {folder} to "
                              "rebuild them, or use another --out")
         for p in (fj, fx, fy):
             p.unlink(missing_ok=True)
