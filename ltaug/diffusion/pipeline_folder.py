@@ -28,6 +28,7 @@ from ltaug.diffusion.schedulers import make_scheduler
 from ltaug.diffusion.unet import ClassConditionalUNet
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json, read_json, sha256_file
+from ltaug.locks import FolderLock
 from ltaug.space import as_fault
 
 MODEL_INDEX = "model_index.json"
@@ -58,10 +59,8 @@ def write_pipeline(net: ClassConditionalUNet, meta: dict, out_dir: str | Path, *
     out = Path(out_dir)
     schedule = NoiseSchedule.make(meta.get("schedule", "linear"), int(meta.get("T", 1000)))
     classes = [str(c) for c in meta.get("classes") or range(int(meta["num_classes"]))]
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()  # never write through a link
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    repair(out)
     try:
         build_pipeline(net, schedule, classes, variance).save_pretrained(tmp)
         shutil.copyfile(pipeline_module.__file__, tmp / PIPELINE_FILE)
@@ -78,15 +77,36 @@ def write_pipeline(net: ClassConditionalUNet, meta: dict, out_dir: str | Path, *
         if fault is not None:
             raise fault from None
         raise
-    old: Optional[Path] = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
+    # The new folder is locked before it takes OUT's name: a second writer that opens OUT after the rename finds
+    # it held, exactly like the folder it replaces (the caller holds that one).
+    with FolderLock(tmp, "the pipeline folder being written", refuse_links=False):
+        try:
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def repair(out: str | Path) -> None:
+    """Remove what an earlier writer of the pipeline folder `out` left when it was killed (call it holding `out`'s
+    lock): its temporary sibling `.OUT.tmp`, and `.OUT.old`, the previous folder moved aside just before the new one
+    took its name (put back when `out` itself is missing). A link or file planted under either name is removed,
+    never followed."""
+    out = Path(out)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    for p in (tmp, old):
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            p.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old.is_dir():
+        if out.exists() or out.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(out)
 
 
 def read_pipeline(path: str | Path, device: str | torch.device = "cpu") -> dict:
