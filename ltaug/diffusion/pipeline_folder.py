@@ -131,7 +131,14 @@ def read_pipeline(path: str | Path, device: str | torch.device = "cpu") -> dict:
     classes = [str(c) for c in (index.get("class_names") or meta.get("classes") or range(rows - 1))]
     if len(classes) != rows - 1:
         raise LtaugError(f"{p}: {len(classes)} class names for a UNet with {rows - 1} classes + the null class")
-    schedule = NoiseSchedule(torch.tensor(sched["trained_betas"], dtype=torch.float64), meta.get("schedule", "custom"))
+    betas = sched["trained_betas"]
+    ok = isinstance(betas, list) and len(betas) >= 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < 1 for b in betas)
+    if not ok:  # checked here, so a foreign or edited file is named rather than failing inside the schedule
+        raise LtaugError(f"{p}/scheduler/scheduler_config.json: trained_betas must be a list of at least 2 numbers "
+                         "strictly between 0 and 1 (the training schedule); re-export the folder with `ltaug export "
+                         "RUN`")
+    schedule = NoiseSchedule(torch.tensor(betas, dtype=torch.float64), meta.get("schedule", "custom"))
     net = ClassConditionalUNet(unet, len(classes), str(meta.get("preset", "pipeline")))
     net = net.to(device).eval().requires_grad_(False)
     size = unet.config.sample_size
