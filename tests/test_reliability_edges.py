@@ -129,6 +129,16 @@ def test_a_huge_synthesis_plan_is_refused_before_anything_is_written(gen_run, tm
         make_plan([str(i) for i in range(100)], [5] * 100, per_class=200_000)
 
 
+@pytest.mark.parametrize("key, value, bound", [("generator.batch_size", 10**8, "65,536"),
+                                               ("classifier.batch_size", 10**8, "65,536"),
+                                               ("data.resolution", 10**5, "1,024"),
+                                               ("evaluate.kid_subsets", 10**9, "100,000")])
+def test_very_large_recipe_values_are_refused_with_their_bound(tmp_path, key, value, bound):
+    code, text = invoke("train-generator", "--out", tmp_path / "run", *QUICK, "--set", f"{key}={value}")
+    assert code == 2 and f"'{key}'" in text and f"at most {bound}" in text, text
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_num_samples_names_its_flag_and_its_bounds(gen_run, tmp_path):
     for n, bound in ((1, ">= 2"), (10**9, "at most 1,000,000")):
         code, text = invoke("evaluate", gen_run, "--num-samples", n, "--metrics", "overlap", "--out", tmp_path / "e")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ltaug.config.data import DataConfig
-from ltaug.config.fields import Section, opt
+from ltaug.config.fields import MAX_BATCH, Section, opt
 from ltaug.errors import LtaugError
 
 METRICS = ("fid", "kid", "is", "pr", "overlap")
@@ -32,11 +32,13 @@ class EvaluateConfig(Section):
                            "covariance is singular and FID is biased", min=2,
                            max=1_000_000, flag="--min-samples")
     per_class: bool = opt(False, "also report every metric per class (many/medium/few groups are always reported)")
-    pr_k: int = opt(5, "k of the k-NN balls of improved precision/recall, density and coverage", min=1)
-    kid_subsets: int = opt(100, "KID: random subsets averaged", min=1)
-    kid_subset_size: int = opt(1000, "KID: images per subset (capped by the smaller set)", min=2)
+    pr_k: int = opt(5, "k of the k-NN balls of improved precision/recall, density and coverage", min=1,
+                    max=10_000)
+    kid_subsets: int = opt(100, "KID: random subsets averaged", min=1, max=100_000)
+    kid_subset_size: int = opt(1000, "KID: images per subset (capped by the smaller set)", min=2,
+                               max=1_000_000)
     classifier: str = opt("", "reference classifier (classifier dir or checkpoint) for the overlap diagnostics")
-    batch_size: int = opt(64, "Inception / sampling batch size", min=1)
+    batch_size: int = opt(64, "Inception / sampling batch size", min=1, max=MAX_BATCH)
 
     def validate(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]

@@ -16,6 +16,10 @@ import yaml
 
 from ltaug.errors import LtaugError
 
+# Upper bounds of sizes every section shares (a batch is allocated at once; an image side squared per image)
+MAX_BATCH = 65_536
+MAX_RESOLUTION = 1024
+
 
 def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None, flag: str | None = None,
         why: str | None = None, open_choices: bool = False, max: float | None = None) -> Any:

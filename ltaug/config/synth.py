@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ltaug.config.fields import Section, opt
+from ltaug.config.fields import MAX_BATCH, Section, opt
 from ltaug.errors import LtaugError
 
 # The aliases (shown and completed); any diffusers scheduler class name is also accepted (ltaug.diffusion.schedulers).
@@ -47,8 +47,8 @@ class SynthConfig(Section):
     clip_x0: bool = opt(False, "clamp the predicted x0 to [-1, 1] at every step (the published samplers do not)")
     amp: str = opt("none", "autocast of the sampling network: none (fp32, the published protocols), bf16 or fp16 "
                    "(GPU; faster, images differ slightly)", choices=AMP_MODES, flag="--amp")
-    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1, flag="--batch-size",
-                          why="must be a positive number")
+    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1, max=MAX_BATCH,
+                          flag="--batch-size", why="must be a positive number")
     workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1,
                        flag="--workers", why="must be a positive number")
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")
