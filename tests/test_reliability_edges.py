@@ -364,3 +364,19 @@ def test_the_judge_accuracy_on_real_images_stands_beside_each_agreement(tmp_path
     assert summary["generator_metrics"]["judge_accuracy_real.few"] == pytest.approx(np.mean(few))
     html = build_report(run).read_text()
     assert "judge accuracy (real test images)" in html and "agreement (generated)" in html
+
+
+def test_a_ray_worker_leaves_no_copy_of_the_checkpoint_it_received(gen_run, tmp_path, monkeypatch):
+    """A worker on a joined cluster gets the checkpoint's bytes through the object store; the file it loads them
+    from is deleted once loaded (the actor class itself, run in this process)."""
+    import tempfile
+
+    from ltaug.config import SynthConfig
+    from ltaug.diffusion.checkpoint import resolve_checkpoint
+    from ltaug.synth.engine import _Worker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    worker = _Worker(resolve_checkpoint(gen_run).read_bytes(), SynthConfig(steps=2, per_class=1, fill_to=0), "cpu", 1)
+    assert list(tmp_path.iterdir()) == []
+    labels, seeds, images = worker.generate([7], [12345])
+    assert images.shape[0] == 1 and labels == [7]
