@@ -208,10 +208,10 @@ def test_references_that_look_like_the_hub_or_a_mistyped_run_are_answered_as_loc
     shutil.copytree(gen_run, runs / "00001-mnist", symlinks=True)
     monkeypatch.chdir(tmp_path)
     code, text = invoke("synthesize", "runs/00001-mnst", "--per-class", 1, *SYNTH)
-    assert code == 2 and "RUN_DIR runs/00001-mnst: no such local file or folder" in text, text
+    assert code == 2 and "RUN_DIR runs/00001-mnst does not exist (no such local file or folder)" in text, text
     assert "did you mean runs/00001-mnist" in text and "Hub" not in text.split("(or a Hub")[0], text
     code, text = invoke("evaluate", "runs/00001-mnst", "--metrics", "overlap", "--out", tmp_path / "e")
-    assert code == 2 and "PATH runs/00001-mnst: no such local file or folder" in text, text
+    assert code == 2 and "PATH runs/00001-mnst does not exist (no such local file or folder)" in text, text
     for ref in ("hf:/someone/model", "hf:someone/model"):
         code, text = invoke("synthesize", ref, "--per-class", 1, *SYNTH)
         assert code == 2 and f"{ref}: a Hub reference is hf://OWNER/NAME" in text, text
