@@ -369,6 +369,32 @@ def test_a_rerun_repairs_what_a_killed_export_left(run, tmp_path):
     assert [p.name for p in victim.iterdir()] == ["keep.txt"] and (victim / "keep.txt").read_text() == "mine"
 
 
+def test_an_export_killed_mid_write_is_completed_by_a_rerun(run, tmp_path):
+    """A real kill -9 of `ltaug export` while it builds the new folder beside a previous export; the same command
+    again leaves exactly one whole export and nothing beside it."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "exp"
+    assert cli("export", run, "--out", out).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "ltaug", "export", str(run), "--out", str(out), "--raw"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / ".exp.tmp").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = cli("export", run, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    from ltaug import ClassConditionalPipeline
+
+    assert ClassConditionalPipeline.from_pretrained(out).num_classes == 10
+
+
 def test_an_export_folder_has_one_writer(run, tmp_path):
     """While another process holds OUT (a second export, here a real process holding its lock), an export refuses
     at once naming it; two real exports started together each finish or refuse, and one whole export remains."""
