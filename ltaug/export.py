@@ -25,7 +25,7 @@ from typing import Optional
 from ltaug.diffusion.checkpoint import load_generator, resolve_checkpoint
 from ltaug.diffusion.pipeline_folder import LTAUG_JSON, MODEL_INDEX, write_pipeline
 from ltaug.errors import LtaugError
-from ltaug.files import atomic_write_text, check_no_links, read_json
+from ltaug.files import atomic_write_text, read_json
 from ltaug.hub import hub_offline
 from ltaug.locks import FolderLock
 from ltaug.rundir import RunDir
@@ -76,11 +76,14 @@ def check_sources(run: RunDir) -> None:
                          "files that are inside the run and never follows links there (what it copies may be "
                          "uploaded with --push-to-hub): replace the link with the file itself, or remove it")
 
-    for p in [run.generator, run.evaluate, *sorted(run.path.glob("classifier-*"))]:
-        if p.is_symlink():
-            refuse(p)
-        check_no_links(p, f"run {run.path} (ltaug export copies its files)")
-    for p in (run.config, run.summary, run.evaluate / "results.json"):
+    for top in [run.generator, run.evaluate, *sorted(run.path.glob("classifier-*"))]:
+        if top.is_symlink():
+            refuse(top)
+        for root, dirs, files in os.walk(top):  # os.walk never descends into a linked folder: each is listed
+            for name in dirs + files:
+                if (Path(root) / name).is_symlink():
+                    refuse(Path(root) / name)
+    for p in (run.config, run.summary):
         if p.is_symlink():
             refuse(p)
 
