@@ -270,7 +270,7 @@ def summarize(run: RunDir, timings: dict[str, float], real_dir: Optional[Path] =
                 gen_metrics[f"{k}.{g}" if g != "overall" else k] = entry[k]
     leakage = (ev.get("overlap") or {}).get("leakage") or {}
     for g in GROUPS:
-        for k in ("agreement", "leakage_into_head"):
+        for k in ("agreement", "judge_accuracy_real", "leakage_into_head"):
             v = (leakage.get(g) or {}).get(k)
             if isinstance(v, (int, float)):
                 gen_metrics[f"{k}.{g}"] = v

@@ -159,7 +159,10 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             raise LtaugError(f"{out_dir} already holds a classifier checkpoint; pass --resume to continue it, or "
                              f"choose another --out / --name")
         state = read_checkpoint(ckpt_file)
-        _compatible(state["recipe"], recipe_dict, synthetic, state.get("synthetic", []))
+        if not isinstance(state.get("recipe"), dict) or not isinstance(state.get("optimizer"), dict):
+            raise LtaugError(f"--resume: {ckpt_file} holds no recipe or optimizer state, so it cannot be continued; "
+                             "start over with another --out / --name")
+        _compatible(state["recipe"], recipe_dict, synthetic, list(state.get("synthetic") or []))
     torch.manual_seed(recipe.seed)
     ldam = cfg.loss in ("ldam", "ldam_drw")
     model, normed = build_model(cfg.model, num_classes, real.channels, pretrained=cfg.pretrained and state is None,

@@ -30,12 +30,13 @@ def tune_cmd(
              "shared path or a cloud URI (s3://..., gs://...)")] = None,
 ) -> None:
     from ltaug.raycluster import check_address
-    from ltaug.tune import load_sweep, run_sweep, storage_path
+    from ltaug.tune import check_resources, load_sweep, run_sweep, storage_path
 
     spec = load_sweep(sweep)
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
     check_address(address)  # nothing listening there: fail in seconds, before a sweep directory exists
+    check_resources(spec, address, num_cpus)  # trials that could never start: likewise
     require_writable(out if out is not None else DEFAULT_ROOT, "--out")
     storage = storage_path(storage)  # before the sweep directory exists
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ltaug.config.fields import Section, opt, section
+from ltaug.config.fields import MAX_BATCH, Section, opt, section
 from ltaug.errors import LtaugError
 
 LOSSES = ("ddpm", "cbdm", "diffrop", "cbdm+diffrop")
@@ -104,7 +104,8 @@ class GeneratorConfig(Section):
                              "empty = train from scratch", flag="--init-from")
     loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, README Results)", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
-    batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)
+    batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1,
+                         max=MAX_BATCH)
     lr: float = opt(1e-3, "Adam learning rate (2e-4 for ddpm-cifar)", min=0.0)
     T: int = opt(1000, "diffusion steps", min=2)
     schedule: str = opt("linear", "beta schedule: linear (1e-4 to 0.02) or cosine", choices=("linear", "cosine"))
@@ -124,7 +125,7 @@ class GeneratorConfig(Section):
     accum: int = opt(1, "gradient accumulation: micro-batches per optimizer step", min=1)
     log_every: int = opt(10, "steps between metrics.jsonl records", min=1)
     grid_every: int = opt(200, "steps between class grid PNGs (0 = only at the end)", min=0)
-    grid_cols: int = opt(8, "samples per class in the grid", min=1)
+    grid_cols: int = opt(8, "samples per class in the grid", min=1, max=256)
     grid_steps: int = opt(25, "DDIM steps for the grid", min=1)
     grid_w: float = opt(1.0, "guidance w for the grid ((1+w) eps_c - w eps_null)", min=0.0)
     ckpt_every: int = opt(200, "steps between checkpoints (a checkpoint is always written at the end)", min=1)

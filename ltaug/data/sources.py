@@ -242,8 +242,12 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0
     root = Path(path).expanduser()
     if not root.is_dir():
         raise LtaugError(f"image folder {root} does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                        and p.name not in exclude)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in exclude)
+    hidden = [p for p in class_dirs if p.name.startswith(".")]
+    if hidden:  # a class is never dropped silently, and a hidden folder (.git, ...) is never taken as one
+        raise LtaugError(f"image folder {root}: sub-folder '{hidden[0].name}' starts with a dot, so it is hidden; "
+                         "every sub-folder is a class: rename it without the leading dot to keep it as a class, or "
+                         "move it out of the folder")
     if not class_dirs:
         raise LtaugError(f"image folder {root} has no class sub-folders (expected {root}/CLASS_NAME/*.png)")
     files: list[tuple[Path, int]] = []
