@@ -118,7 +118,7 @@ def model_card(run: RunDir, meta: dict, *, has_grid: bool, classifiers: list[str
               "              generator=[torch.Generator().manual_seed(s) for s in seeds]).images", "```", "",
               "Guidance: eps = (1 + w) eps(x, c) - w eps(x, null), the null label is "
               f"{len(classes)}; diffusers' guidance_scale is 1 + w. Without ltaug: "
-              '`DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR + "/pipeline.py", trust_remote_code=True)`.',
+              '`DiffusionPipeline.from_pretrained("THIS_FOLDER_OR_HUB_ID", trust_remote_code=True)`.',
               ""]
     if classifiers:
         lines += ["Classifiers (timm format): " + ", ".join(f"`{c}/`" for c in classifiers) +

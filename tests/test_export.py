@@ -103,7 +103,9 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
 
     d = run / "generator" / "diffusers"
     index = json.loads((d / "model_index.json").read_text())
-    assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == [str(i) for i in range(10)]
+    # diffusers' remote-code convention: (file, class) of the pipeline code the folder carries
+    assert index["_class_name"] == ["pipeline", "ClassConditionalPipeline"]
+    assert index["class_names"] == [str(i) for i in range(10)]
     sched = DDPMScheduler.from_pretrained(d, subfolder="scheduler")
     assert sched.config.num_train_timesteps == 50 and sched.config.variance_type == "fixed_large"
     cosine = NoiseSchedule.cosine(50).betas
@@ -112,8 +114,9 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
     pipe = ClassConditionalPipeline.from_pretrained(d)
     assert isinstance(pipe, ClassConditionalPipeline) and pipe.num_classes == 10 and pipe.null_class == 10
     assert UNet2DModel.from_pretrained(d / "unet").config.num_class_embeds == 11
+    assert type(pipe).__module__ == "ltaug.diffusion.pipeline"  # ltaug's own class, no remote code run
     # plain diffusers, through the copy of the pipeline code the folder carries
-    plain = DiffusionPipeline.from_pretrained(d, custom_pipeline=str(d / "pipeline.py"), trust_remote_code=True)
+    plain = DiffusionPipeline.from_pretrained(d, trust_remote_code=True)
     assert type(plain).__name__ == "ClassConditionalPipeline" and plain.config.class_names == index["class_names"]
     with pytest.raises(ValueError, match="unknown class name"):
         pipe(class_labels=["cat"], num_inference_steps=2)
@@ -122,6 +125,36 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
     # `import ltaug` stays torch-free (the name above came through its module __getattr__, lazily)
     code = "import sys, ltaug; assert 'torch' not in sys.modules and 'ClassConditionalPipeline' not in vars(ltaug)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_plain_diffusers_loads_a_resaved_pipeline_without_ltaug_and_loading_is_quiet(run, tmp_path):
+    """`pipe.save_pretrained(new)` keeps the pipeline code; a Python where ltaug cannot be imported loads both the
+    export and the re-saved copy with plain `DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`; ltaug's
+    own loads print nothing (no accelerate notice)."""
+    from ltaug import ClassConditionalPipeline
+
+    d = run / "generator" / "diffusers"
+    resaved = tmp_path / "resaved"
+    ClassConditionalPipeline.from_pretrained(d).save_pretrained(resaved)
+    assert (resaved / "pipeline.py").read_text() == (d / "pipeline.py").read_text()
+    assert json.loads((resaved / "model_index.json").read_text())["_class_name"] == ["pipeline",
+                                                                                     "ClassConditionalPipeline"]
+    code = ("import sys; sys.modules['ltaug'] = None\n"  # ltaug is not importable in this process
+            "import torch; from diffusers import DiffusionPipeline\n"
+            "for d in sys.argv[1:]:\n"
+            "    p = DiffusionPipeline.from_pretrained(d, trust_remote_code=True)\n"
+            "    p.set_progress_bar_config(disable=True)\n"
+            "    x = p(class_labels=[0, 9], num_inference_steps=2, output_type='pt',\n"
+            "          generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images\n"
+            "    print(type(p).__name__, tuple(x.shape))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(d), str(resaved)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["ClassConditionalPipeline (2, 1, 16, 16)"] * 2
+    code = ("import sys; from ltaug import ClassConditionalPipeline as P; from ltaug.diffusion.pipeline_folder import "
+            "read_pipeline; P.from_pretrained(sys.argv[1]); read_pipeline(sys.argv[1])")
+    r = subprocess.run([sys.executable, "-c", code, str(resaved)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "accelerate" not in r.stderr + r.stdout
 
 
 def test_export_cli_folder_card_classifiers_and_replacing(run, tmp_path):
