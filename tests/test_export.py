@@ -203,6 +203,55 @@ def test_export_cli_folder_card_classifiers_and_replacing(run, tmp_path):
     assert r.exit_code == 0 and (run / "export" / "model_index.json").is_file()
 
 
+def test_model_card_carries_hub_metadata_and_model_index_results(run, tmp_path):
+    """The card is huggingface_hub's: pipeline tag, license, datasets, base model for init_from runs, and every
+    number as a model-index result; a run with overlap diagnostics only has no empty Metrics heading."""
+    from huggingface_hub import ModelCard
+
+    from ltaug.export import PIPELINE_TAG, card_data, model_card
+    from ltaug.rundir import RunDir
+
+    copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("export", "classifier-*", "evaluate",
+                                                                               "summary.json"))
+    (copy / "evaluate").mkdir()
+    (copy / "evaluate" / "results.json").write_text(json.dumps(
+        {"protocol": {"sampler": "ddim", "steps": 10, "w": 1.0, "num_generated": 200, "reference": "mnist-lt",
+                      "reference_split": "train"},
+         "overall": {"fid": 12.5, "kid": 0.01}, "few": {"fid": 40.0, "classes": 3}}))
+    (copy / "summary.json").write_text(json.dumps(
+        {"accuracy_real": {"overall": 0.8, "few": 0.5}, "accuracy_synth": {"overall": 0.82, "few": 0.6},
+         "stages": {"train": 1.0}}))
+    out = tmp_path / "exp"
+    r = cli("export", copy, "--out", out, "--license", "apache-2.0")
+    assert r.exit_code == 0, r.output
+    card = ModelCard.load(out / "README.md")
+    d = card.data
+    assert (d.library_name, d.pipeline_tag, d.license, d.datasets) == ("diffusers", PIPELINE_TAG, "apache-2.0",
+                                                                        ["ylecun/mnist"])
+    got = {(e.metric_type, e.metric_config): e.metric_value for e in d.eval_results}
+    assert {e.dataset_type for e in d.eval_results} == {"ylecun/mnist"}
+    assert got == {("fid", "overall"): 12.5, ("kid", "overall"): 0.01, ("fid", "few"): 40.0,
+                   ("accuracy", "overall, real only"): 0.8, ("accuracy", "few, real only"): 0.5,
+                   ("accuracy", "overall, real + synthetic"): 0.82, ("accuracy", "few, real + synthetic"): 0.6}
+    assert "model-index:" in card.content and "## Metrics" in card.text
+    assert cli("export", copy, "--out", tmp_path / "bad", "--license", "Not A License").exit_code == 2
+    assert not (tmp_path / "bad").exists()
+    # overlap diagnostics only: their table, no empty group table; nothing numeric: no Metrics heading at all
+    rd = RunDir(copy)
+    (copy / "summary.json").unlink()
+    (copy / "evaluate" / "results.json").write_text(json.dumps(
+        {"protocol": {"metrics": ["overlap"]}, "overlap": {"leakage": {"few": {"agreement": 0.75}}}}))
+    text = model_card(rd, {"classes": ["0"]}, has_grid=False, classifiers=[])
+    assert "## Metrics" in text and "agreement" in text and "0.75" in text
+    (copy / "evaluate" / "results.json").write_text(json.dumps({"protocol": {"metrics": ["overlap"]}}))
+    text = model_card(rd, {"classes": ["0"]}, has_grid=False, classifiers=[])
+    assert "## Metrics" not in text and "model-index" not in text
+    # a generator fine-tuned from a Hub model names it as base_model
+    cfg = copy / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("init_from: ''", "init_from: google/ddpm-cifar10-32", 1))
+    assert card_data(rd, {}).base_model == "google/ddpm-cifar10-32"
+
+
 def test_export_without_checkpoint_and_failed_write_leave_nothing(run, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
