@@ -114,6 +114,43 @@ def test_timm_options_work_or_are_refused_never_ignored():
         timm.create_model("cifar_resnet32", pretrained=True)
 
 
+def test_the_cifar_resnets_speak_timms_feature_checkpointing_and_layer_decay_api():
+    """What timm's train.py --grad-checkpointing / --layer-decay and its feature tools call."""
+    import timm
+    from timm.optim import create_optimizer_v2
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_cifar_resnet", in_chans=1, num_classes=3)
+    x = torch.randn(2, 1, 32, 32)
+    model.eval()
+    final, taps = model.forward_intermediates(x)
+    assert [tuple(t.shape[1:]) for t in taps] == [(4, 32, 32), (4, 32, 32), (8, 16, 16), (16, 8, 8)]
+    torch.testing.assert_close(final, model.forward_features(x))
+    torch.manual_seed(0)  # the same initial weights
+    feats = timm.create_model("test_cifar_resnet", features_only=True, in_chans=1, num_classes=3)
+    for a, b in zip(feats.eval()(x), taps, strict=True):  # the same taps as features_only
+        torch.testing.assert_close(a, b)
+    last = model.forward_intermediates(x, indices=[1, 2], intermediates_only=True, stop_early=True)
+    assert [t.shape[1] for t in last] == [4, 8]
+    # gradient checkpointing recomputes the blocks: the same loss and gradients
+    model.train()
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    # layer-wise decay: the stem, one group per block, the head last
+    assert model.group_matcher() == {"stem": r"^stem", "blocks": r"^stages\.(\d+)\.(\d+)"}
+    opt = create_optimizer_v2(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.5)
+    scales = sorted({g["lr_scale"] for g in opt.param_groups})
+    assert len(scales) == 5 and scales[-1] == 1.0  # stem + 3 blocks + head
+    pruned = timm.create_model("test_cifar_resnet", in_chans=1)
+    assert pruned.prune_intermediate_layers([2]) == [2] and pruned.forward_features(x).shape[1] == 8
+
+
 def test_a_stock_timm_model_gets_the_same_files(tmp_path):
     import timm
 
