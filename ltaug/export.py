@@ -238,3 +238,82 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False) -> s
         raise LtaugError(f"--push-to-hub {repo_id}: the Hub refused the upload ({e}); check the id and that your "
                          f"token may write to it; the export is at {folder}") from e
     return str(url)
+
+
+CLASSIFIER_FILES = (*TIMM_FILES, CARD)
+
+
+def classifier_folder(path: str | Path, name: Optional[str] = None) -> Path:
+    """The classifier a classifier-only export takes: `path` itself (a classifier folder) or, with name, the run's
+    classifier-NAME/ (NAME alone or the folder's name)."""
+    p = Path(path)
+    if name:
+        run = RunDir.find(p)
+        base = run.path if run is not None else p
+        p = base / name if name.startswith("classifier-") else base / f"classifier-{name}"
+    if not all((p / f).is_file() for f in TIMM_FILES):
+        raise LtaugError(f"{p}: not a trained classifier folder (no {' + '.join(TIMM_FILES)}); give "
+                         "RUN/classifier-NAME or RUN --classifier NAME (real, synth, ...)")
+    return p
+
+
+def export_classifier(path: str | Path, *, name: Optional[str] = None, out: Optional[str | Path] = None,
+                      license: str = LICENSE) -> Path:
+    """A classifier alone as a timm model repository: OUT holds config.json + model.safetensors at its root (what
+    `timm.create_model("hf-hub:OWNER/NAME", pretrained=True)` reads) and a model card. Default OUT: export-NAME/
+    beside the classifier folder. Whole or absent, as export_run; an existing OUT is replaced only when it is a
+    previous classifier export."""
+    src = classifier_folder(path, name)
+    out_dir = Path(out) if out is not None else src.parent / f"export-{src.name}"
+    if out_dir.is_symlink():
+        raise LtaugError(f"--out {out_dir}: is a symbolic link; give a real folder")
+    if out_dir.exists() and (not out_dir.is_dir() or not {p.name for p in out_dir.iterdir()} <= set(CLASSIFIER_FILES)):
+        raise LtaugError(f"--out {out_dir}: exists and is not a previous classifier export; give a new or empty folder")
+    card = classifier_card(src, license=license)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for f in TIMM_FILES:
+            shutil.copyfile(src / f, tmp / f)
+        atomic_write_text(tmp / CARD, card)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def classifier_card(folder: Path, *, license: str = LICENSE) -> str:
+    """The README.md of a classifier export: timm metadata, balanced test accuracy per group as model-index
+    results, and how to load it with timm."""
+    results = read_json(folder / "results.json") or {}
+    config = read_json(folder / "config.json") or {}
+    arch = config.get("architecture", "?")
+    dataset = results.get("dataset")
+    hub_dataset = HUB_DATASETS.get(dataset or "")
+    test = results.get("test_set") or dataset
+    evals = [EvalResult(task_type="image-classification", dataset_type=HUB_DATASETS.get(str(test), str(test)),
+                        dataset_name=f"{test} (balanced test set)", dataset_split="test", metric_type="accuracy",
+                        metric_name=f"balanced accuracy ({g})", metric_value=v, metric_config=g)
+             for g, v in _numbers(results.get("accuracy")).items()]
+    data = ModelCardData(library_name="timm", pipeline_tag="image-classification", license=license,
+                         datasets=[hub_dataset] if hub_dataset else None,
+                         tags=["ltaug", "long-tailed", f"loss-{results.get('loss', '?')}"],
+                         model_name=f"ltaug-{arch}-{dataset or 'classifier'}", eval_results=evals or None)
+    synthetic = (results.get("synthetic") or {}).get("sources")
+    lines = [f"# ltaug long-tail classifier: {arch} on {dataset or 'its dataset'}", "",
+             f"`{arch}` trained by ltaug with the `{results.get('loss', '?')}` loss for {results.get('epochs', '?')} "
+             f"epochs on `{dataset}`" + (" plus synthetic images" if synthetic else "") + ".", "",
+             "## Use", "", "```python", "import ltaug  # registers ltaug's CIFAR ResNets with timm (no torch import)",
+             "import timm", "",
+             'model = timm.create_model("hf-hub:OWNER/NAME", pretrained=True).eval()   # or "local-dir:THIS_FOLDER"',
+             "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
+             "```", "", "The transform is the training's own normalization and resolution; `model.pretrained_cfg"
+             "[\"label_names\"]` holds the class names.", ""]
+    rows = {"balanced test accuracy": _numbers(results.get("accuracy"))}
+    if rows["balanced test accuracy"]:
+        lines += ["## Metrics", "", *_table(rows), ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))

@@ -151,6 +151,46 @@ def test_the_cifar_resnets_speak_timms_feature_checkpointing_and_layer_decay_api
     assert pruned.prune_intermediate_layers([2]) == [2] and pruned.forward_features(x).shape[1] == 8
 
 
+def test_a_classifier_export_is_a_timm_repository_that_hf_hub_loads(trained, tmp_path, monkeypatch):
+    """`ltaug export CLASSIFIER` / `RUN --classifier NAME`: the timm files at the repository root (timm's hf-hub:
+    reads config.json and model.safetensors there, served here from the folder as the Hub would) and a card."""
+    import timm
+    import timm.models._hub as timm_hub
+    from huggingface_hub import ModelCard
+    from huggingface_hub.errors import EntryNotFoundError
+
+    out, res = trained
+    exp = tmp_path / "clf-export"
+    r = CliRunner().invoke(app, ["export", str(out.parent), "--classifier", "real", "--out", str(exp),
+                                 "--license", "apache-2.0"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in exp.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+    def hub_download(repo_id, filename, revision=None, cache_dir=None, **kw):  # the repository is the folder
+        path = exp / filename
+        if repo_id != "me/ltaug-clf" or not path.is_file():
+            raise EntryNotFoundError(f"{repo_id}/{filename}")
+        return str(path)
+
+    monkeypatch.setattr(timm_hub, "hf_hub_download", hub_download)
+    model = timm.create_model("hf-hub:me/ltaug-clf", pretrained=True).eval()
+    ckpt = read_checkpoint(out)
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+    assert timm.data.resolve_data_config(model=model)["input_size"] == (1, 16, 16)
+    card = ModelCard.load(exp / "README.md").data
+    assert (card.library_name, card.pipeline_tag, card.license) == ("timm", "image-classification", "apache-2.0")
+    accs = {e.metric_config: e.metric_value for e in card.eval_results}
+    assert accs["overall"] == pytest.approx(res["top1"]) and set(accs) == {"overall", "many", "medium", "few"}
+    # the classifier folder itself works too; a folder that is not a classifier export is never replaced
+    r = CliRunner().invoke(app, ["export", str(out), "--out", str(exp)])
+    assert r.exit_code == 0, r.output
+    (exp / "mine.txt").write_text("x")
+    r = CliRunner().invoke(app, ["export", str(out), "--out", str(exp)])
+    assert r.exit_code == 2 and "--out" in r.output and (exp / "mine.txt").is_file()
+    r = CliRunner().invoke(app, ["export", str(out.parent), "--classifier", "nope"])
+    assert r.exit_code == 2 and "classifier-nope" in r.output
+
+
 def test_a_stock_timm_model_gets_the_same_files(tmp_path):
     import timm
 
