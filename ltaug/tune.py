@@ -70,8 +70,9 @@ class SweepSpec:
     name: str = ""
 
 
-def load_sweep(path: str | os.PathLike) -> SweepSpec:
-    """Read and check a sweep file; every error names the key and the file."""
+def load_sweep(path: str | os.PathLike, sets: Optional[list[str]] = None) -> SweepSpec:
+    """Read and check a sweep file; every error names the key and the file. sets (`ltaug tune --set`): KEY=VALUE
+    overrides applied first (see apply_sets)."""
     p = Path(path)
     if not p.is_file() and (RECIPE_DIR / "sweeps" / f"{path}.yaml").is_file():
         p = RECIPE_DIR / "sweeps" / f"{path}.yaml"
@@ -87,6 +88,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if not isinstance(raw, dict):
         raise LtaugError(f"sweep file {p}: expected a mapping of keys (recipe, set, metric, space, ...), got a "
                          f"{type(raw).__name__}")
+    raw = apply_sets(raw, sets or [])
     valid = {f.name for f in dataclasses.fields(SweepSpec)}
     unknown = sorted(set(map(str, raw)) - valid)
     if unknown:
@@ -117,6 +119,40 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     first = load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
     _check_loss_keys(spec, p, first.generator.loss)
     return spec
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    """`ltaug tune --set` on a sweep file's mapping: a sweep key (metric, num_samples, max_concurrent, ...) is
+    replaced, `space.RECIPE_KEY={grid: [...]}` replaces (or adds) one swept key, and any other KEY=VALUE is a recipe
+    override appended to the sweep's `set` (for every trial: generator.steps=200 shrinks a built-in sweep).
+    Values are YAML."""
+    raw = dict(raw)
+    fields = {f.name for f in dataclasses.fields(SweepSpec)} - {"set", "space"}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise LtaugError(f"--set {item!r}: expected KEY=VALUE (a sweep key, space.RECIPE_KEY or a recipe key)")
+        if key in fields:
+            try:
+                raw[key] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise LtaugError(f"--set {item}: the value is not YAML ({' '.join(str(e).split())})") from None
+        elif key.startswith("space."):
+            try:
+                dist = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise LtaugError(f"--set {item}: the value is not YAML ({' '.join(str(e).split())})") from None
+            raw["space"] = {**(raw.get("space") or {}), key[len("space."):]: dist}
+        else:
+            raw["set"] = [*(raw.get("set") or []), f"{key}={value}"]
+    return raw
+
+
+def sweep_yaml(spec: SweepSpec) -> str:
+    """The sweep as a sweep file (what `ltaug tune NAME --print` shows; it loads back as the same sweep)."""
+    data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(SweepSpec)}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=118)
 
 
 # The loss options each generator loss reads: a sweep over the others would train identical generators.

@@ -91,7 +91,7 @@ def _leaf_keys(cls, prefix=""):
 
 # Options of the recipe-driven commands that are not recipe keys (where the output goes, what to resume, ...).
 NOT_RECIPE = {"--recipe", "--set", "--out", "--resume", "--no-progress", "--progress", "--name", "--synthetic",
-              "--compare", "--overwrite", "--quiet", "--train-dataset", "--help"}
+              "--compare", "--overwrite", "--quiet", "--verbose", "--json", "--train-dataset", "--help"}
 
 
 def test_help_names_the_recipe_key_of_every_flag_that_sets_one():
@@ -113,3 +113,24 @@ def test_help_names_the_recipe_key_of_every_flag_that_sets_one():
         shown = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
         assert "recipe key" in shown or name == "config", name
     assert seen > 40
+
+
+def _commands(group=None, prefix=""):
+    group = group or typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, f"{prefix}{name} ")
+        else:
+            yield prefix + name, cmd
+
+
+def test_every_command_has_one_quiet_and_one_verbose_and_the_table_commands_json():
+    seen = set()
+    for name, cmd in _commands():
+        opts = {o: p for p in cmd.params for o in p.opts}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= set(opts), name
+        visible = [o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts]
+        assert not {"--no-progress", "--progress/--no-progress"} & set(visible), name  # one name for quiet
+        if "--json" in opts:
+            seen.add(name)
+    assert {"run", "evaluate", "train-classifier", "data info", "tune"} <= seen

@@ -384,6 +384,8 @@ def test_pipeline_folder_feeds_evaluate_and_init_from(run, tmp_path):
     np.testing.assert_array_equal(a["images"], b["images"])
     outside = shutil.copytree(export, tmp_path / "exp")  # an export outside any run: results beside it, not in it
     assert load_generated(outside, 2, cfg, seed=0)["default_out"] == tmp_path / "exp-evaluate"
+    # inside a run, beside the run's own evaluate/ (which the report and the model card read), never over it
+    assert b["default_out"] == run / "evaluate-diffusers" and a["default_out"] == run / "evaluate"
     assert b["classes"] == a["classes"] and b["train_counts"] == a["train_counts"]
     # generator.init_from reads the exact betas of the scheduler: cosine T = 50 is recognised as such
     net, record = load_init(str(export), 10, 1, 16, 50, "cosine")

@@ -45,6 +45,47 @@ def test_builtin_sweeps_are_valid():
         assert spec.space and spec.metric
 
 
+def test_every_yaml_in_the_readme_runs_as_shown(tmp_path):
+    """Each ```yaml block of README.md is a sweep file load_sweep accepts (or, without `space`, a recipe)."""
+    import re
+
+    from ltaug.config import load_recipe
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+    assert blocks
+    for i, block in enumerate(blocks):
+        f = tmp_path / f"block{i}.yaml"
+        f.write_text(block)
+        if "space" in (yaml.safe_load(block) or {}):
+            load_sweep(f)
+        else:
+            load_recipe(f)
+
+
+def test_tune_set_and_print_shrink_a_builtin_sweep_without_copying_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltaug.cli import app
+
+    runner = CliRunner()
+    args = ["tune", "synthetic_ratio", "--set", "classifier.epochs=2", "--set", "num_samples=2",
+            "--set", "space.classifier.synthetic_ratio={grid: [0, 1]}", "--print"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "mine.yaml").write_text(r.stdout)
+    spec = load_sweep(tmp_path / "mine.yaml")  # the printed text is a sweep file: the same sweep
+    assert spec == load_sweep("synthetic_ratio", ["classifier.epochs=2", "num_samples=2",
+                                                  "space.classifier.synthetic_ratio={grid: [0, 1]}"])
+    assert spec.set[-1] == "classifier.epochs=2" and spec.num_samples == 2
+    assert spec.space == {"classifier.synthetic_ratio": {"grid": [0, 1]}}
+    assert not list(tmp_path.glob("runs*")) and not Path("runs").joinpath("tune-synthetic_ratio").exists()
+    r = runner.invoke(app, ["tune", "synthetic_ratio", "--set", "classifier.epochz=2", "--print"])
+    assert r.exit_code == 2 and "classifier.epochz" in r.output
+    r = runner.invoke(app, ["tune", "margin", "--set", "generator.loss=ddpm", "--print"])
+    assert r.exit_code == 2 and "generator.loss=diffrop" in r.output
+
+
 def test_bad_sweep_files(tmp_path):
     bad = _write_sweep(tmp_path / "a.yaml", ["test_cifar_resnet"])
     spec = yaml.safe_load(bad.read_text())
