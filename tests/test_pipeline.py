@@ -135,6 +135,12 @@ def test_resume_after_an_interrupted_stage(tiny_run, tmp_path):
     original = _json(run / "classifier-synth" / "results.json")
     redone = _json(copy / "classifier-synth" / "results.json")
     assert redone["confusion"] == original["confusion"] and redone["per_class"] == original["per_class"]
+    # --json: the summary as one object on stdout (the finished run is only summarized again)
+    again = CliRunner().invoke(app, ["run", "--resume", str(copy), "--json", "-q"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["accuracy_synth"] == _json(copy / "summary.json")["accuracy_synth"]
+    assert summary["report"].endswith("report.html")
 
 
 def test_run_and_evaluate_record_the_same_protocol(tiny_run, tmp_path):

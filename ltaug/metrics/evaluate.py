@@ -267,7 +267,7 @@ def evaluate(source: str | os.PathLike, cfg: EvaluateConfig, sampling: Optional[
         ref_f, _, ref_cache = inc.cached_features(net, ref_images, name=f"{reference}-{reference_split}",
                                                   batch_size=cfg.batch_size, progress=progress)
         gen_f, probs, _ = inc.cached_features(net, images, name="generated", batch_size=cfg.batch_size,
-                                              logits=want_is, progress=progress, folder=out / "cache")
+                                              logits=want_is, progress=progress)  # the user cache, not the run
         protocol["reference_cache"] = str(ref_cache)
         kw = dict(k=cfg.pr_k, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=seed,
                   device=device)
