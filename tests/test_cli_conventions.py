@@ -134,3 +134,22 @@ def test_every_command_has_one_quiet_and_one_verbose_and_the_table_commands_json
         if "--json" in opts:
             seen.add(name)
     assert {"run", "evaluate", "train-classifier", "data info", "tune"} <= seen
+
+
+def test_progress_bars_keep_the_count_and_eta_whole_at_80_columns(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import ltaug.progress as P
+
+    monkeypatch.delenv("LTAUG_PLAIN_PROGRESS", raising=False)
+    for width in (80, 160):
+        buf = io.StringIO()
+        monkeypatch.setattr(P, "console", Console(file=buf, width=width, force_terminal=True, color_system=None))
+        with P.progress_bar(total=12000, desc="classifier classifier-synth", unit="step") as bar:
+            bar.advance(1234, loss=0.123456, acc=0.5, img_s=1234.5)
+        last = [line for line in buf.getvalue().replace("\r", "\n").splitlines() if "1234/12000" in line][-1]
+        assert re.search(r"1234/12000 [\d.]+ step/s \d:\d\d:\d\d eta \S+", last), last
+        assert len(last.replace("\x1b[2K", "").rstrip()) <= width
+    assert "loss=0.1235" in last  # wider terminals show the fields too
