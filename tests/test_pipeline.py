@@ -132,6 +132,7 @@ def test_resume_after_an_interrupted_stage(tiny_run, tmp_path):
     assert RunDir(copy).stage_done("classifier-synth") and RunDir(copy).stage_done("evaluate")
     assert (copy / "stages" / "generator.json").stat().st_mtime_ns == gen_mtime
     assert "gain" in result.output
+    assert "evaluate.metrics = ['overlap']" in " ".join(result.output.split())  # what the run did not measure
     original = _json(run / "classifier-synth" / "results.json")
     redone = _json(copy / "classifier-synth" / "results.json")
     assert redone["confusion"] == original["confusion"] and redone["per_class"] == original["per_class"]
