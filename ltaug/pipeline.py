@@ -110,7 +110,8 @@ def _generator_tune_report(report: Optional[ReportFn], judge: Optional[Path], re
         out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if clf is not None and checkpoint_dir is not None:
             gen = load_generator(checkpoint_dir, device=resolve_device(recipe.device))
-            for g, v in judge_agreement(gen, clf, recipe.synth, device=resolve_device(recipe.device)).items():
+            for g, v in judge_agreement(gen, clf, recipe.synth, per_class=recipe.evaluate.judge_per_class,
+                                        device=resolve_device(recipe.device)).items():
                 out.update({f"val_agreement.{g}": v["agreement"], f"val_leakage_into_head.{g}": v["leakage_into_head"]})
         if metric is None or metric in out:
             report(out, checkpoint_dir)

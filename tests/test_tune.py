@@ -86,6 +86,28 @@ def test_tune_set_and_print_shrink_a_builtin_sweep_without_copying_it(tmp_path):
     assert r.exit_code == 2 and "generator.loss=diffrop" in r.output
 
 
+def test_the_judges_sample_size_is_a_recipe_key(monkeypatch):
+    """The generator sweep's signal reads evaluate.judge_per_class images per class (default 32, not 8)."""
+    import ltaug.pipeline as P
+    from ltaug.config import load_recipe
+
+    seen = []
+    monkeypatch.setattr(P, "load_classifier", lambda path, device=None: ("judge", {}))
+    monkeypatch.setattr(P, "load_generator", lambda path, device=None: "generator")
+
+    def agreement(gen, clf, sampling, *, per_class, device):
+        seen.append(per_class)
+        return {g: {"agreement": 0.5, "leakage_into_head": 0.1} for g in ("overall", "many", "medium", "few")}
+
+    monkeypatch.setattr(P, "judge_agreement", agreement)
+    reports = []
+    for sets in ([], ["evaluate.judge_per_class=5"]):
+        forward = P._generator_tune_report(lambda m, c: reports.append(m), Path("judge"), load_recipe(None, sets),
+                                           "val_agreement.few")
+        forward({"loss": 1.0}, "ckpt")
+    assert seen == [32, 5] and reports[-1]["val_agreement.few"] == 0.5
+
+
 def test_bad_sweep_files(tmp_path):
     bad = _write_sweep(tmp_path / "a.yaml", ["test_cifar_resnet"])
     spec = yaml.safe_load(bad.read_text())

@@ -35,6 +35,11 @@ class EvaluateConfig(Section):
     kid_subset_size: int = opt(1000, "KID: images per subset (capped by the smaller set)", min=2)
     classifier: str = opt("", "reference classifier (classifier dir or checkpoint) for the overlap diagnostics")
     batch_size: int = opt(64, "Inception / sampling batch size", min=1)
+    judge_per_class: int = opt(32, "sweeps ranking generators (val_agreement / val_leakage_into_head): images per "
+                                   "class the judge reads at each generator checkpoint, ASHA's signal; costs classes "
+                                   "x this many samples per checkpoint (synth settings); a group of k classes reads "
+                                   "k x this many, so its agreement's noise is about sqrt(p(1-p) / (k x this))",
+                               min=1)
 
     def validate(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]
