@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 from rich.table import Table
 
@@ -162,7 +162,8 @@ def _tune_report(report: Optional[ReportFn], metric: Optional[str]) -> Optional[
 def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, report: Optional[ReportFn] = None,
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,
-                 real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None) -> dict:
+                 real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None,
+                 stages: Optional[Collection[str]] = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
     reuse_generator / reuse_synth: a run directory whose generator (and synthetic folder) to use instead of
@@ -170,7 +171,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     (same data and classifier settings) used instead of training one: it gives the baseline accuracy and labels the
     overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the generator's
     records with the `judge`'s agreement at each checkpoint (val_agreement.<group>) and the synthetic-data
-    classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number.
+    classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number. stages: run only
+    these of STAGES (a sweep trial: up to the last report its metric needs); None runs them all.
     """
     run = RunDir(run_dir)
     if run.exists() and resume:
@@ -182,6 +184,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     timings: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
+        if stages is not None and name not in stages:
+            return None
         if run.stage_done(name):
             info = run.stage_info(name)
             timings[name] = info.get("seconds", 0.0)
@@ -208,7 +212,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     if recipe.evaluate.metrics:
         stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run, real_dir, progress=progress))
     summary = summarize(run, timings, real_dir)
-    build_report(run.path)
+    if stages is None or "report" in stages:
+        build_report(run.path)
     if report is not None:  # the trial's final report: validation numbers only (sweeps never choose on test)
         final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
         if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,38 @@ def stages_for(space_keys: list[str]) -> str:
     return "classifier"
 
 
+def trial_stages(spec: SweepSpec) -> set[str]:
+    """The stages a trial runs: up to the last report its metric needs, and none that the sweep shares (prepared
+    once) or that no report reads (the real-only classifier, evaluate, report.html): a judge metric ends with the
+    generator, val_accuracy with the real + synthetic classifier."""
+    if spec.metric.startswith(("val_agreement.", "val_leakage")):
+        return {"generator"}
+    return {"generator": {"generator", "synth", "classifier-synth"}, "synth": {"synth", "classifier-synth"},
+            "classifier": {"classifier-synth"}}[stages_for(list(spec.space))]
+
+
+def restore_checkpoint(checkpoint: Optional[Checkpoint], run_dir: Path) -> Optional[Path]:
+    """A restored trial (Tuner.restore, on this node or another) continues from its last reported checkpoint: the
+    generator's checkpoints folder or the classifier folder goes back into the trial's run folder, unless that
+    folder is already there (then it is at least as new). Returns where it was put, or None."""
+    if checkpoint is None:
+        return None
+    run = RunDir(run_dir)
+    with checkpoint.as_directory() as d:
+        d = Path(d)
+        if any(d.glob("ckpt-*.pt")):
+            target = run.checkpoints
+        elif (d / "checkpoint.pt").is_file():
+            target = run.classifier("synth")
+        else:
+            return None
+        if target.exists():
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(d, target, ignore=shutil.ignore_patterns(".*"))
+    return target
+
+
 def _param_space(spec: SweepSpec) -> dict:
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
@@ -241,11 +274,15 @@ def _param_space(spec: SweepSpec) -> dict:
 def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
     """The function trainable: resolve the trial's recipe, run the stages it needs, report through tune.report."""
     base_sets = list(spec.set)
+    stages = trial_stages(spec)
 
+    # Tuner.restore takes the trainable of the original Tuner by its name, "trainable": `ltaug tune --resume`
+    # passes this one again.
     def trainable(config: dict) -> None:
         trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
         trial_dir = Path(os.path.abspath(trial_dir)) / "run"
         recipe = load_recipe(spec.recipe, base_sets + as_sets(config))
+        restore_checkpoint(tune.get_checkpoint(), trial_dir)
 
         def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
             ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -253,7 +290,7 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 
         run_pipeline(recipe, trial_dir, progress=False, report=report,
                      reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
-                     tune_metric=spec.metric, judge=shared.get("judge"))
+                     tune_metric=spec.metric, judge=shared.get("judge"), stages=stages)
 
     return trainable
 

@@ -86,6 +86,42 @@ def test_tune_set_and_print_shrink_a_builtin_sweep_without_copying_it(tmp_path):
     assert r.exit_code == 2 and "generator.loss=diffrop" in r.output
 
 
+def test_a_trial_runs_only_the_stages_its_metric_needs():
+    from ltaug.tune import SweepSpec, trial_stages
+
+    def spec(metric, key):
+        return SweepSpec(metric=metric, space={key: {"grid": [0, 1]}})
+
+    assert trial_stages(spec("val_agreement.few", "generator.diffrop.tau")) == {"generator"}
+    assert trial_stages(spec("val_accuracy.few", "generator.diffrop.tau")) == {"generator", "synth",
+                                                                               "classifier-synth"}
+    assert trial_stages(spec("val_accuracy.few", "synth.w")) == {"synth", "classifier-synth"}
+    assert trial_stages(spec("val_accuracy.few", "classifier.synthetic_ratio")) == {"classifier-synth"}
+
+
+def test_a_restored_trial_gets_its_last_checkpoint_back(tmp_path):
+    """On another node the trial's folder is gone: tune.get_checkpoint() (a copy in the sweep's storage) puts the
+    generator's checkpoints or the classifier folder back, so the stages resume instead of starting over."""
+    from ray.tune import Checkpoint
+
+    from ltaug.tune import restore_checkpoint
+
+    gen = tmp_path / "stored-gen"
+    gen.mkdir()
+    (gen / "ckpt-0000004.pt").write_bytes(b"step 4")
+    run = tmp_path / "trial" / "run"
+    assert restore_checkpoint(Checkpoint.from_directory(str(gen)), run) == run / "generator" / "checkpoints"
+    assert (run / "generator" / "checkpoints" / "ckpt-0000004.pt").read_bytes() == b"step 4"
+    (gen / "ckpt-0000004.pt").write_bytes(b"older copy")
+    assert restore_checkpoint(Checkpoint.from_directory(str(gen)), run) is None  # the local folder wins
+    assert (run / "generator" / "checkpoints" / "ckpt-0000004.pt").read_bytes() == b"step 4"
+    clf = tmp_path / "stored-clf"
+    clf.mkdir()
+    (clf / "checkpoint.pt").write_bytes(b"epoch 3")
+    assert restore_checkpoint(Checkpoint.from_directory(str(clf)), run) == run / "classifier-synth"
+    assert restore_checkpoint(None, run) is None
+
+
 def test_the_judges_sample_size_is_a_recipe_key(monkeypatch):
     """The generator sweep's signal reads evaluate.judge_per_class images per class (default 32, not 8)."""
     import ltaug.pipeline as P
@@ -205,6 +241,9 @@ def test_sweep_with_a_failing_trial_then_resume_after_kill(tmp_path):
     log = first_done.parent.parent / "log.txt"  # the run's stage log (Ray's storage sync rewrites files, so no mtime)
     assert log.read_text().count("stage classifier-synth started") == 1
     assert (out / "shared" / "stages" / "synth.json").is_file()  # one generator + samples for every trial
+    # a trial trains the real + synthetic classifier it reports on, nothing after it and no real-only baseline
+    assert not any((first_done.parent.parent / name).exists()
+                   for name in ("classifier-real", "evaluate", "report.html"))
 
     result = subprocess.run(_tune_cmd(sweep, out, "--resume"), env=_env(), capture_output=True, text=True,
                             timeout=400)
@@ -248,4 +287,7 @@ def test_generator_sweep_reports_the_judges_agreement_at_each_checkpoint(tmp_pat
         rows = [json.loads(line) for line in (Path(t["path"]) / "result.json").read_text().splitlines()]
         steps = [r["step"] for r in rows if "val_agreement.few" in r]
         assert steps == [2, 4], rows  # a report at each checkpoint, with the judge's numbers
+        # the trial ends with its last report: no samples, classifiers, evaluation or report after it
+        assert not any((Path(t["path"]) / "run" / name).exists()
+                       for name in ("synth", "classifier-real", "classifier-synth", "evaluate", "report.html"))
         assert not any(k.startswith(("accuracy.", "test_")) for r in rows for k in r)
