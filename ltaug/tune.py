@@ -242,10 +242,11 @@ def trial_stages(spec: SweepSpec) -> set[str]:
             "classifier": {"classifier-synth"}}[stages_for(list(spec.space))]
 
 
-def restore_checkpoint(checkpoint: Optional[Checkpoint], run_dir: Path) -> Optional[Path]:
+def restore_checkpoint(checkpoint: Optional[Checkpoint], run_dir: Path, *, classifier: bool = True) -> Optional[Path]:
     """A restored trial (Tuner.restore, on this node or another) continues from its last reported checkpoint: the
-    generator's checkpoints folder or the classifier folder goes back into the trial's run folder, unless that
-    folder is already there (then it is at least as new). Returns where it was put, or None."""
+    generator's checkpoints folder or (with classifier: its synthetic set is the sweep's shared one, the same path
+    on every node) the classifier folder goes back into the trial's run folder, unless that folder is already there
+    (then it is at least as new). Returns where it was put, or None."""
     if checkpoint is None:
         return None
     run = RunDir(run_dir)
@@ -253,7 +254,7 @@ def restore_checkpoint(checkpoint: Optional[Checkpoint], run_dir: Path) -> Optio
         d = Path(d)
         if any(d.glob("ckpt-*.pt")):
             target = run.checkpoints
-        elif (d / "checkpoint.pt").is_file():
+        elif classifier and (d / "checkpoint.pt").is_file():
             target = run.classifier("synth")
         else:
             return None
@@ -282,7 +283,7 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
         trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
         trial_dir = Path(os.path.abspath(trial_dir)) / "run"
         recipe = load_recipe(spec.recipe, base_sets + as_sets(config))
-        restore_checkpoint(tune.get_checkpoint(), trial_dir)
+        restore_checkpoint(tune.get_checkpoint(), trial_dir, classifier="synth" not in stages)
 
         def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
             ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None

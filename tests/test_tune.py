@@ -118,6 +118,8 @@ def test_a_restored_trial_gets_its_last_checkpoint_back(tmp_path):
     clf = tmp_path / "stored-clf"
     clf.mkdir()
     (clf / "checkpoint.pt").write_bytes(b"epoch 3")
+    # a classifier trained on the trial's own samples records their path: restored only where the set is shared
+    assert restore_checkpoint(Checkpoint.from_directory(str(clf)), run, classifier=False) is None
     assert restore_checkpoint(Checkpoint.from_directory(str(clf)), run) == run / "classifier-synth"
     assert restore_checkpoint(None, run) is None
 
