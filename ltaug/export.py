@@ -271,18 +271,24 @@ def export_classifier(path: str | Path, *, name: Optional[str] = None, out: Opti
         raise LtaugError(f"--out {out_dir}: exists and is not a previous classifier export; give a new or empty folder")
     card = classifier_card(src, license=license)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()  # never write through a link
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         for f in TIMM_FILES:
             shutil.copyfile(src / f, tmp / f)
         atomic_write_text(tmp / CARD, card)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = out_dir.with_name(f".{out_dir.name}.old") if out_dir.exists() else None
+    if old is not None:  # the previous export is moved aside, then removed: OUT is always whole
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
