@@ -22,7 +22,8 @@ def measures(row: dict) -> dict[str, tuple[float | None, bool, float]]:
             out[f"accuracy {g}, {loss} (points)"] = ((row.get(f"acc_synth_{loss}") or {}).get(g), False, 100)
     for metric, scale in (("kid", 1000), ("fid", 1)):
         for g in GROUPS:
-            out[f"{metric.upper()}{'×10³' if scale == 1000 else ''} {g}"] = ((row.get(metric) or {}).get(g), True, scale)
+            name = f"{metric.upper()}{'×10³' if scale == 1000 else ''} {g}"
+            out[name] = ((row.get(metric) or {}).get(g), True, scale)
     for g in ("many", "medium", "few"):
         j = (row.get("judge") or {}).get(g) or {}
         out[f"judge agreement {g} (points)"] = (j.get("agreement"), False, 100)

@@ -4,8 +4,10 @@
           ltaug.json) of any checkpoint (default: the newest, EMA weights), plus
           classifier-NAME/config.json + model.safetensors   each classifier of the run, in timm's format, when present
           grid.png                                           the newest class grid of generator/grids
-          README.md                                          the model card: dataset, class counts, loss, metrics with
-                                                             their protocol, the recipe (config.yaml)
+          README.md                                          the model card (huggingface_hub's ModelCard): Hub metadata
+                                                             (pipeline tag, license, datasets, base model, model-index
+                                                             results), dataset, class counts, loss, metrics with their
+                                                             protocol, the recipe (config.yaml)
 
 The whole folder is built in a temporary sibling and renamed into place (it appears whole or not at all), under OUT's
 lock (a second export into OUT refuses); a re-run removes what a killed export left beside OUT. An existing OUT is
@@ -22,11 +24,13 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from ltaug.diffusion.checkpoint import load_generator, resolve_checkpoint
 from ltaug.diffusion.pipeline_folder import LTAUG_JSON, MODEL_INDEX, write_pipeline
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_text, read_json
-from ltaug.hub import hub_offline
+from ltaug.hub import hub_offline, parse_hub_id
 from ltaug.locks import FolderLock
 from ltaug.rundir import RunDir
 
@@ -34,6 +38,13 @@ TIMM_FILES = ("config.json", "model.safetensors")
 CARD = "README.md"
 GRID = "grid.png"
 GROUP_ROWS = ("overall", "many", "medium", "few")
+# The Hub has no class-conditional image task; its image-generation task without a text prompt is the closest.
+PIPELINE_TAG = "unconditional-image-generation"
+# The weights ship with pipeline.py, a copy of ltaug's (MIT) code; `ltaug export --license` names another.
+LICENSE = "mit"
+HUB_DATASETS = {"mnist-lt": "ylecun/mnist", "cifar10-lt": "uoft-cs/cifar10", "cifar100-lt": "uoft-cs/cifar100",
+                "cifar10-test": "uoft-cs/cifar10", "cifar100-test": "uoft-cs/cifar100",
+                "cifar10-train": "uoft-cs/cifar10", "cifar100-train": "uoft-cs/cifar100"}
 
 
 def is_export(path: Path) -> bool:
@@ -54,8 +65,9 @@ def check_out(out: Path) -> None:
 
 
 def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None, ema: bool = True,
-               out: Optional[str | Path] = None) -> Path:
-    """Write the export folder of the run at run_path (see the module docstring); returns it."""
+               out: Optional[str | Path] = None, license: str = LICENSE) -> Path:
+    """Write the export folder of the run at run_path (see the module docstring); returns it. license: the model
+    card's license (a Hub license id)."""
     run = RunDir.find(run_path)
     if run is None or not run.exists():
         raise LtaugError(f"RUN {run_path}: not a run directory (no config.yaml and env.json); give the run directory "
@@ -107,7 +119,8 @@ def _export(run: RunDir, ckpt: Path, ema: bool, out_dir: Path) -> Path:
         if grids:
             shutil.copyfile(grids[-1], tmp / GRID)
         atomic_write_text(tmp / CARD, model_card(run, meta, has_grid=bool(grids),
-                                                 classifiers=sorted(p.name for p in tmp.glob("classifier-*"))))
+                                                 classifiers=sorted(p.name for p in tmp.glob("classifier-*")),
+                                                 license=license))
 
     # the lock made OUT (empty) if it was missing: an empty folder is not a previous export
     exported = write_pipeline(gen.net, meta, out_dir, variance=recipe.synth.variance, extras=extras)
@@ -126,21 +139,63 @@ def _table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def model_card(run: RunDir, meta: dict, *, has_grid: bool, classifiers: list[str]) -> str:
-    """The README.md of an export: Hub metadata, dataset and counts, the loss, metrics with their protocol, the
-    sample grid, how to load it, and the run's recipe."""
+def _numbers(row) -> dict:
+    return {k: v for k, v in (row or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def card_data(run: RunDir, meta: dict, *, license: str = LICENSE) -> ModelCardData:
+    """The model card's Hub metadata: library, pipeline tag, license, datasets, base model (generator.init_from on
+    the Hub) and every number of evaluate/results.json and summary.json as model-index results."""
+    recipe = run.recipe()
+    data, loss = recipe.data, recipe.generator.loss
+    dataset = HUB_DATASETS.get(data.dataset)
+    base = parse_hub_id(recipe.generator.init_from) if recipe.generator.init_from else None
+    name = f"ltaug-{data.dataset}-{loss}"
+    results: list[EvalResult] = []
+    ev = read_json(run.evaluate / "results.json") or {}
+    protocol = ev.get("protocol") or {}
+    ref = protocol.get("reference") or data.dataset
+    for g in GROUP_ROWS:
+        for metric, value in _numbers(ev.get(g)).items():
+            if metric == "classes":
+                continue
+            results.append(EvalResult(
+                task_type=PIPELINE_TAG, task_name="class-conditional image generation",
+                dataset_type=HUB_DATASETS.get(ref, ref), dataset_name=f"{ref} (FID reference)",
+                dataset_split=protocol.get("reference_split"), metric_type=metric, metric_name=f"{metric} ({g})",
+                metric_value=value, metric_config=g,
+                metric_args={"num_generated": protocol.get("num_generated"), "sampler": protocol.get("sampler"),
+                             "steps": protocol.get("steps"), "w": protocol.get("w")}))
+    summary = read_json(run.summary) or {}
+    test = data.test_set()
+    for key, label in (("accuracy_real", "real only"), ("accuracy_synth", "real + synthetic")):
+        for g, value in _numbers(summary.get(key)).items():
+            results.append(EvalResult(
+                task_type="image-classification", dataset_type=HUB_DATASETS.get(data.dataset, data.dataset),
+                dataset_name=str(test or data.dataset), dataset_split="test", metric_type="accuracy",
+                metric_name=f"balanced accuracy ({g}, classifier trained on {label})", metric_value=value,
+                metric_config=f"{g}, {label}"))
+    return ModelCardData(library_name="diffusers", pipeline_tag=PIPELINE_TAG, license=license,
+                         datasets=[dataset] if dataset else None, base_model=base[0] if base else None,
+                         tags=["ltaug", "class-conditional", "long-tailed", "diffusion", f"loss-{loss}"],
+                         model_name=name, eval_results=results or None)
+
+
+def model_card(run: RunDir, meta: dict, *, has_grid: bool, classifiers: list[str], license: str = LICENSE) -> str:
+    """The README.md of an export: Hub metadata (card_data), dataset and counts, the loss, metrics with their
+    protocol, the sample grid, how to load it, and the run's recipe."""
     recipe = run.recipe()
     dataset, loss = recipe.data.dataset, recipe.generator.loss
     classes, counts = list(meta.get("classes") or []), list(meta.get("counts") or [])
-    lines = ["---", "library_name: diffusers", "tags:", "- ltaug", "- class-conditional", "- long-tailed",
-             "- diffusion", "---", "",
-             f"# ltaug class-conditional diffusion model: {dataset}, loss {loss}", "",
+    lines = [f"# ltaug class-conditional diffusion model: {dataset}, loss {loss}", "",
              f"A class-conditional DDPM trained by ltaug on the long-tailed dataset "
              f"`{dataset}` with the `{loss}` loss, {meta.get('step')} optimizer steps; "
              f"{'EMA' if meta.get('ema', True) else 'raw (non-EMA)'} weights of `{meta.get('checkpoint')}` "
              f"(sha256 {str(meta.get('checkpoint_sha256', ''))[:12]}). Schedule: {meta.get('schedule')}, "
              f"T = {meta.get('T')}; images {meta.get('resolution')}x{meta.get('resolution')}, "
              f"{meta.get('channels')} channel(s).", ""]
+    if recipe.generator.init_from:
+        lines += [f"Fine-tuned from `{recipe.generator.init_from}` (generator.init_from).", ""]
     if has_grid:
         lines += ["![class grid: one row per class, head to tail](grid.png)", ""]
     lines += ["## Use", "", "```python", "import torch", "from ltaug import ClassConditionalPipeline", "",
@@ -150,31 +205,39 @@ def model_card(run: RunDir, meta: dict, *, has_grid: bool, classifiers: list[str
               "              generator=[torch.Generator().manual_seed(s) for s in seeds]).images", "```", "",
               "Guidance: eps = (1 + w) eps(x, c) - w eps(x, null), the null label is "
               f"{len(classes)}; diffusers' guidance_scale is 1 + w. Without ltaug: "
-              '`DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR + "/pipeline.py", trust_remote_code=True)`.',
+              '`DiffusionPipeline.from_pretrained("THIS_FOLDER_OR_HUB_ID", trust_remote_code=True)`.',
               ""]
     if classifiers:
         lines += ["Classifiers (timm format): " + ", ".join(f"`{c}/`" for c in classifiers) +
-                  ' — `timm.create_model("local-dir:DIR/classifier-NAME", pretrained=True)` after `import ltaug`.',
+                  ' — `timm.create_model("local-dir:DIR/classifier-NAME", pretrained=True)` after `import ltaug`; '
+                  "for `hf-hub:` loading, `ltaug export RUN --classifier NAME` writes one as a repository of its own.",
                   ""]
     if counts:
         lines += ["## Training data: images per class", "", "| class | images |", "|---|---|"]
         lines += [f"| {c} | {n} |" for c, n in zip(classes, counts)]
         lines.append("")
-    results = read_json(run.evaluate / "results.json")
-    summary = read_json(run.summary)
-    if results or summary:
-        lines += ["## Metrics", ""]
-    if results:
-        rows = {g: results[g] for g in GROUP_ROWS if isinstance(results.get(g), dict)}
-        lines += ["`ltaug evaluate` (evaluate/results.json):", "", *_table(rows), "",
-                  "Protocol:", "", "```json", json.dumps(results.get("protocol", {}), indent=1), "```", ""]
-    if summary:
-        rows = {k: v for k, v in summary.items() if isinstance(v, dict) and k != "stages"
-                and any(isinstance(x, (int, float)) for x in v.values())}
-        lines += ["`ltaug run` (summary.json): classifier accuracy per group, real only vs real + synthetic:", "",
-                  *_table(rows), ""]
+    results = read_json(run.evaluate / "results.json") or {}
+    summary = read_json(run.summary) or {}
+    sections: list[str] = []
+    rows = {g: _numbers(results.get(g)) for g in GROUP_ROWS if _numbers(results.get(g))}
+    if rows:
+        sections += ["`ltaug evaluate` (evaluate/results.json):", "", *_table(rows), ""]
+    leakage = {g: _numbers(v) for g, v in ((results.get("overlap") or {}).get("leakage") or {}).items()
+               if _numbers(v)}
+    if leakage:
+        sections += ["Overlap diagnostics (a reference classifier on the generated images, per group):", "",
+                     *_table(leakage), ""]
+    if sections and results.get("protocol"):
+        sections += ["Protocol:", "", "```json", json.dumps(results["protocol"], indent=1), "```", ""]
+    rows = {k: _numbers(v) for k, v in summary.items() if isinstance(v, dict) and k != "stages" and _numbers(v)}
+    if rows:
+        sections += ["`ltaug run` (summary.json): classifier accuracy per group, real only vs real + synthetic:", "",
+                     *_table(rows), ""]
+    if sections:
+        lines += ["## Metrics", "", *sections]
     lines += ["## Recipe (config.yaml of the run)", "", "```yaml", run.config.read_text().rstrip(), "```", ""]
-    return "\n".join(lines)
+    data = card_data(run, meta, license=license)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
 def upload_files(folder: str | Path) -> list[str]:
@@ -207,3 +270,88 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False) -> s
         raise LtaugError(f"--push-to-hub {repo_id}: the Hub refused the upload ({e}); check the id and that your "
                          f"token may write to it; the export is at {folder}") from e
     return str(url)
+
+
+CLASSIFIER_FILES = (*TIMM_FILES, CARD)
+
+
+def classifier_folder(path: str | Path, name: Optional[str] = None) -> Path:
+    """The classifier a classifier-only export takes: `path` itself (a classifier folder) or, with name, the run's
+    classifier-NAME/ (NAME alone or the folder's name)."""
+    p = Path(path)
+    if name:
+        run = RunDir.find(p)
+        base = run.path if run is not None else p
+        p = base / name if name.startswith("classifier-") else base / f"classifier-{name}"
+    if not all((p / f).is_file() for f in TIMM_FILES):
+        raise LtaugError(f"{p}: not a trained classifier folder (no {' + '.join(TIMM_FILES)}); give "
+                         "RUN/classifier-NAME or RUN --classifier NAME (real, synth, ...)")
+    return p
+
+
+def export_classifier(path: str | Path, *, name: Optional[str] = None, out: Optional[str | Path] = None,
+                      license: str = LICENSE) -> Path:
+    """A classifier alone as a timm model repository: OUT holds config.json + model.safetensors at its root (what
+    `timm.create_model("hf-hub:OWNER/NAME", pretrained=True)` reads) and a model card. Default OUT: export-NAME/
+    beside the classifier folder. Whole or absent, as export_run; an existing OUT is replaced only when it is a
+    previous classifier export."""
+    src = classifier_folder(path, name)
+    out_dir = Path(out) if out is not None else src.parent / f"export-{src.name}"
+    if out_dir.is_symlink():
+        raise LtaugError(f"--out {out_dir}: is a symbolic link; give a real folder")
+    if out_dir.exists() and (not out_dir.is_dir() or not {p.name for p in out_dir.iterdir()} <= set(CLASSIFIER_FILES)):
+        raise LtaugError(f"--out {out_dir}: exists and is not a previous classifier export; give a new or empty folder")
+    card = classifier_card(src, license=license)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()  # never write through a link
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for f in TIMM_FILES:
+            shutil.copyfile(src / f, tmp / f)
+        atomic_write_text(tmp / CARD, card)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old") if out_dir.exists() else None
+    if old is not None:  # the previous export is moved aside, then removed: OUT is always whole
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def classifier_card(folder: Path, *, license: str = LICENSE) -> str:
+    """The README.md of a classifier export: timm metadata, balanced test accuracy per group as model-index
+    results, and how to load it with timm."""
+    results = read_json(folder / "results.json") or {}
+    config = read_json(folder / "config.json") or {}
+    arch = config.get("architecture", "?")
+    dataset = results.get("dataset")
+    hub_dataset = HUB_DATASETS.get(dataset or "")
+    test = results.get("test_set") or dataset
+    evals = [EvalResult(task_type="image-classification", dataset_type=HUB_DATASETS.get(str(test), str(test)),
+                        dataset_name=f"{test} (balanced test set)", dataset_split="test", metric_type="accuracy",
+                        metric_name=f"balanced accuracy ({g})", metric_value=v, metric_config=g)
+             for g, v in _numbers(results.get("accuracy")).items()]
+    data = ModelCardData(library_name="timm", pipeline_tag="image-classification", license=license,
+                         datasets=[hub_dataset] if hub_dataset else None,
+                         tags=["ltaug", "long-tailed", f"loss-{results.get('loss', '?')}"],
+                         model_name=f"ltaug-{arch}-{dataset or 'classifier'}", eval_results=evals or None)
+    synthetic = (results.get("synthetic") or {}).get("sources")
+    lines = [f"# ltaug long-tail classifier: {arch} on {dataset or 'its dataset'}", "",
+             f"`{arch}` trained by ltaug with the `{results.get('loss', '?')}` loss for {results.get('epochs', '?')} "
+             f"epochs on `{dataset}`" + (" plus synthetic images" if synthetic else "") + ".", "",
+             "## Use", "", "```python", "import ltaug  # registers ltaug's CIFAR ResNets with timm (no torch import)",
+             "import timm", "",
+             'model = timm.create_model("hf-hub:OWNER/NAME", pretrained=True).eval()   # or "local-dir:THIS_FOLDER"',
+             "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
+             "```", "", "The transform is the training's own normalization and resolution; `model.pretrained_cfg"
+             "[\"label_names\"]` holds the class names.", ""]
+    rows = {"balanced test accuracy": _numbers(results.get("accuracy"))}
+    if rows["balanced test accuracy"]:
+        lines += ["## Metrics", "", *_table(rows), ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))

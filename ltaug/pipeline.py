@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 from rich.table import Table
 
@@ -111,7 +111,8 @@ def _generator_tune_report(report: Optional[ReportFn], judge: Optional[Path], re
         out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if clf is not None and checkpoint_dir is not None:
             gen = load_generator(checkpoint_dir, device=resolve_device(recipe.device))
-            for g, v in judge_agreement(gen, clf, recipe.synth, device=resolve_device(recipe.device)).items():
+            for g, v in judge_agreement(gen, clf, recipe.synth, per_class=recipe.evaluate.judge_per_class,
+                                        device=resolve_device(recipe.device)).items():
                 out.update({f"val_agreement.{g}": v["agreement"], f"val_leakage_into_head.{g}": v["leakage_into_head"]})
         if metric is None or metric in out:
             report(out, checkpoint_dir)
@@ -163,7 +164,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,
                  real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None,
-                 shared_features: Optional[str | Path] = None) -> dict:
+                 shared_features: Optional[str | Path] = None,
+                 stages: Optional[Collection[str]] = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
     reuse_generator / reuse_synth: a run directory whose generator (and synthetic folder) to use instead of
@@ -171,7 +173,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     (same data and classifier settings) used instead of training one: it gives the baseline accuracy and labels the
     overlap diagnostics, so methods compared on one seed share it. Under Ray Tune, `report` receives the generator's
     records with the `judge`'s agreement at each checkpoint (val_agreement.<group>) and the synthetic-data
-    classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number.
+    classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number. stages: run only
+    these of STAGES (a sweep trial: up to the last report its metric needs); None runs them all.
     shared_features: (generator.space features) a run folder whose backbone features this run links instead of
     computing them (sweeps: `ltaug.features.pipeline.prepare_features`).
     """
@@ -185,6 +188,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     timings: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
+        if stages is not None and name not in stages:
+            return None
         if run.stage_done(name):
             info = run.stage_info(name)
             timings[name] = info.get("seconds", 0.0)
@@ -218,7 +223,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     if recipe.evaluate.metrics:
         stage("evaluate", lambda: run_evaluate_stage(recipe, generator_from, run, real_dir, progress=progress))
     summary = summarize(run, timings, real_dir)
-    build_report(run.path)
+    if stages is None or "report" in stages:
+        build_report(run.path)
     _final_report(report, summary, tune_metric)
     return summary
 

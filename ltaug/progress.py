@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 console = Console(stderr=True)
 
@@ -39,10 +40,18 @@ class _Bar:
         self._last_line = 0.0
         self._progress = None
         if self.rich:
+            # At 80 columns the count, rate, elapsed time and ETA must stay whole: the description is capped, the
+            # bar is short, and the extra fields (loss, ...) take what is left, cut with an ellipsis.
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=console, transient=False,
+                TextColumn("[bold]{task.description}", table_column=Column(max_width=22, no_wrap=True,
+                                                                           overflow="ellipsis")),
+                BarColumn(bar_width=12), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[rate]}", table_column=Column(no_wrap=True)),
+                TimeElapsedColumn(table_column=Column(no_wrap=True)), TextColumn("eta"),
+                TimeRemainingColumn(table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[info]}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis",
+                                                                      min_width=1)),
+                console=console, transient=False, expand=True,
             )
             self._progress.start()
             # the description and fields may hold user text (a folder or class name): never console markup

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, Optional
 
 import ray
 import torch
+import yaml
 from matplotlib.figure import Figure
 from ray import tune
 from ray.tune import Checkpoint
@@ -73,8 +75,9 @@ class SweepSpec:
     name: str = ""
 
 
-def load_sweep(path: str | os.PathLike) -> SweepSpec:
-    """Read and check a sweep file; every error names the key and the file."""
+def load_sweep(path: str | os.PathLike, sets: Optional[list[str]] = None) -> SweepSpec:
+    """Read and check a sweep file; every error names the key and the file. sets (`ltaug tune --set`): KEY=VALUE
+    overrides applied first (see apply_sets)."""
     p = Path(path)
     if not p.is_file() and (RECIPE_DIR / "sweeps" / f"{path}.yaml").is_file():
         p = RECIPE_DIR / "sweeps" / f"{path}.yaml"
@@ -85,6 +88,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if not isinstance(raw, dict):
         raise LtaugError(f"sweep file {p}: expected a mapping of keys (recipe, set, metric, space, ...), got a "
                          f"{type(raw).__name__}")
+    raw = apply_sets(raw, sets or [])
     valid = {f.name for f in dataclasses.fields(SweepSpec)}
     unknown = sorted(set(map(str, raw)) - valid)
     if unknown:
@@ -133,6 +137,40 @@ def _check_points(spec: SweepSpec, p: Path) -> None:
                 which = f"value {i + 1} ({value!r})" if kind in ("grid", "choice") else \
                     f"{'lower' if i == 0 else 'upper'} bound {value!r}"
                 raise LtaugError(f"sweep file {p}: space key '{key}' ({kind}), {which}: {e}") from None
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    """`ltaug tune --set` on a sweep file's mapping: a sweep key (metric, num_samples, max_concurrent, ...) is
+    replaced, `space.RECIPE_KEY={grid: [...]}` replaces (or adds) one swept key, and any other KEY=VALUE is a recipe
+    override appended to the sweep's `set` (for every trial: generator.steps=200 shrinks a built-in sweep).
+    Values are YAML."""
+    raw = dict(raw)
+    fields = {f.name for f in dataclasses.fields(SweepSpec)} - {"set", "space"}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise LtaugError(f"--set {item!r}: expected KEY=VALUE (a sweep key, space.RECIPE_KEY or a recipe key)")
+        if key in fields:
+            try:
+                raw[key] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise LtaugError(f"--set {item}: the value is not YAML ({' '.join(str(e).split())})") from None
+        elif key.startswith("space."):
+            try:
+                dist = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise LtaugError(f"--set {item}: the value is not YAML ({' '.join(str(e).split())})") from None
+            raw["space"] = {**(raw.get("space") or {}), key[len("space."):]: dist}
+        else:
+            raw["set"] = [*(raw.get("set") or []), f"{key}={value}"]
+    return raw
+
+
+def sweep_yaml(spec: SweepSpec) -> str:
+    """The sweep as a sweep file (what `ltaug tune NAME --print` shows; it loads back as the same sweep)."""
+    data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(SweepSpec)}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=118)
 
 
 # The loss options each generator loss reads: a sweep over the others would train identical generators.
@@ -211,6 +249,39 @@ def stages_for(space_keys: list[str]) -> str:
     return "classifier"
 
 
+def trial_stages(spec: SweepSpec) -> set[str]:
+    """The stages a trial runs: up to the last report its metric needs, and none that the sweep shares (prepared
+    once) or that no report reads (the real-only classifier, evaluate, report.html): a judge metric ends with the
+    generator, val_accuracy with the real + synthetic classifier."""
+    if spec.metric.startswith(("val_agreement.", "val_leakage")):
+        return {"generator"}
+    return {"generator": {"generator", "synth", "classifier-synth"}, "synth": {"synth", "classifier-synth"},
+            "classifier": {"classifier-synth"}}[stages_for(list(spec.space))]
+
+
+def restore_checkpoint(checkpoint: Optional[Checkpoint], run_dir: Path, *, classifier: bool = True) -> Optional[Path]:
+    """A restored trial (Tuner.restore, on this node or another) continues from its last reported checkpoint: the
+    generator's checkpoints folder or (with classifier: its synthetic set is the sweep's shared one, the same path
+    on every node) the classifier folder goes back into the trial's run folder, unless that folder is already there
+    (then it is at least as new). Returns where it was put, or None."""
+    if checkpoint is None:
+        return None
+    run = RunDir(run_dir)
+    with checkpoint.as_directory() as d:
+        d = Path(d)
+        if any(d.glob("ckpt-*.pt")):
+            target = run.checkpoints
+        elif classifier and (d / "checkpoint.pt").is_file():
+            target = run.classifier("synth")
+        else:
+            return None
+        if target.exists():
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(d, target, ignore=shutil.ignore_patterns(".*"))
+    return target
+
+
 def _param_space(spec: SweepSpec) -> dict:
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
@@ -221,11 +292,15 @@ def _param_space(spec: SweepSpec) -> dict:
 def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
     """The function trainable: resolve the trial's recipe, run the stages it needs, report through tune.report."""
     base_sets = list(spec.set)
+    stages = trial_stages(spec)
 
+    # Tuner.restore takes the trainable of the original Tuner by its name, "trainable": `ltaug tune --resume`
+    # passes this one again.
     def trainable(config: dict) -> None:
         trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
         trial_dir = Path(os.path.abspath(trial_dir)) / "run"
         recipe = load_recipe(spec.recipe, base_sets + as_sets(config))
+        restore_checkpoint(tune.get_checkpoint(), trial_dir, classifier="synth" not in stages)
 
         def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
             ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -233,7 +308,8 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 
         run_pipeline(recipe, trial_dir, progress=False, report=report,
                      reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
-                     tune_metric=spec.metric, judge=shared.get("judge"), shared_features=shared.get("features"))
+                     tune_metric=spec.metric, judge=shared.get("judge"), stages=stages,
+                     shared_features=shared.get("features"))
 
     return trainable
 

@@ -65,6 +65,16 @@ def test_cli_trains_with_synthetic_fill_and_compares(tmp_path):
     assert again.exit_code == 0, again.output  # its own config.yaml: the same recipe, already finished
     assert json.loads((tmp_path / "run" / "classifier-real" / "results.json").read_text())["confusion"] == \
         first["confusion"]
+    # --resume with more epochs extends the classifier (the schedule follows the new total); fewer is refused
+    more = runner.invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "-q",
+                               "--json"])
+    assert more.exit_code == 0, more.output
+    out = json.loads(more.stdout)  # --json: one object on stdout, nothing else
+    assert out["epochs"] == 2 and out["top1"] == out["accuracy"]["overall"] and out["out_dir"].endswith("real")
+    records = [json.loads(line) for line in (tmp_path / "run" / "classifier-real" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records if "epoch" in r][-2:] == [1, 2]
+    fewer = runner.invoke(app, ["train-classifier", "--out", str(tmp_path / "run"), "--resume", "--epochs", "1"])
+    assert fewer.exit_code == 2 and "2 epochs already" in fewer.output
     synth = runner.invoke(app, ["train-classifier", *common, "--synthetic", str(tmp_path / "s.npz"),
                                 "--synthetic-mode", "fill", "--compare",
                                 str(tmp_path / "run" / "classifier-real" / "results.json")])

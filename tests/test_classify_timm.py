@@ -114,6 +114,83 @@ def test_timm_options_work_or_are_refused_never_ignored():
         timm.create_model("cifar_resnet32", pretrained=True)
 
 
+def test_the_cifar_resnets_speak_timms_feature_checkpointing_and_layer_decay_api():
+    """What timm's train.py --grad-checkpointing / --layer-decay and its feature tools call."""
+    import timm
+    from timm.optim import create_optimizer_v2
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_cifar_resnet", in_chans=1, num_classes=3)
+    x = torch.randn(2, 1, 32, 32)
+    model.eval()
+    final, taps = model.forward_intermediates(x)
+    assert [tuple(t.shape[1:]) for t in taps] == [(4, 32, 32), (4, 32, 32), (8, 16, 16), (16, 8, 8)]
+    torch.testing.assert_close(final, model.forward_features(x))
+    torch.manual_seed(0)  # the same initial weights
+    feats = timm.create_model("test_cifar_resnet", features_only=True, in_chans=1, num_classes=3)
+    for a, b in zip(feats.eval()(x), taps, strict=True):  # the same taps as features_only
+        torch.testing.assert_close(a, b)
+    last = model.forward_intermediates(x, indices=[1, 2], intermediates_only=True, stop_early=True)
+    assert [t.shape[1] for t in last] == [4, 8]
+    # gradient checkpointing recomputes the blocks: the same loss and gradients
+    model.train()
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    # layer-wise decay: the stem, one group per block, the head last
+    assert model.group_matcher() == {"stem": r"^stem", "blocks": r"^stages\.(\d+)\.(\d+)"}
+    opt = create_optimizer_v2(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.5)
+    scales = sorted({g["lr_scale"] for g in opt.param_groups})
+    assert len(scales) == 5 and scales[-1] == 1.0  # stem + 3 blocks + head
+    pruned = timm.create_model("test_cifar_resnet", in_chans=1)
+    assert pruned.prune_intermediate_layers([2]) == [2] and pruned.forward_features(x).shape[1] == 8
+
+
+def test_a_classifier_export_is_a_timm_repository_that_hf_hub_loads(trained, tmp_path, monkeypatch):
+    """`ltaug export CLASSIFIER` / `RUN --classifier NAME`: the timm files at the repository root (timm's hf-hub:
+    reads config.json and model.safetensors there, served here from the folder as the Hub would) and a card."""
+    import timm
+    import timm.models._hub as timm_hub
+    from huggingface_hub import ModelCard
+    from huggingface_hub.errors import EntryNotFoundError
+
+    out, res = trained
+    exp = tmp_path / "clf-export"
+    r = CliRunner().invoke(app, ["export", str(out.parent), "--classifier", "real", "--out", str(exp),
+                                 "--license", "apache-2.0"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in exp.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+    def hub_download(repo_id, filename, revision=None, cache_dir=None, **kw):  # the repository is the folder
+        path = exp / filename
+        if repo_id != "me/ltaug-clf" or not path.is_file():
+            raise EntryNotFoundError(f"{repo_id}/{filename}")
+        return str(path)
+
+    monkeypatch.setattr(timm_hub, "hf_hub_download", hub_download)
+    model = timm.create_model("hf-hub:me/ltaug-clf", pretrained=True).eval()
+    ckpt = read_checkpoint(out)
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+    assert timm.data.resolve_data_config(model=model)["input_size"] == (1, 16, 16)
+    card = ModelCard.load(exp / "README.md").data
+    assert (card.library_name, card.pipeline_tag, card.license) == ("timm", "image-classification", "apache-2.0")
+    accs = {e.metric_config: e.metric_value for e in card.eval_results}
+    assert accs["overall"] == pytest.approx(res["top1"]) and set(accs) == {"overall", "many", "medium", "few"}
+    # the classifier folder itself works too; a folder that is not a classifier export is never replaced
+    r = CliRunner().invoke(app, ["export", str(out), "--out", str(exp)])
+    assert r.exit_code == 0, r.output
+    (exp / "mine.txt").write_text("x")
+    r = CliRunner().invoke(app, ["export", str(out), "--out", str(exp)])
+    assert r.exit_code == 2 and "--out" in r.output and (exp / "mine.txt").is_file()
+    r = CliRunner().invoke(app, ["export", str(out.parent), "--classifier", "nope"])
+    assert r.exit_code == 2 and "classifier-nope" in r.output
+
+
 def test_a_stock_timm_model_gets_the_same_files(tmp_path):
     import timm
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +208,65 @@ def test_lr_schedule_is_the_published_one_at_200_epochs():
     cos = load_recipe(None, ["classifier.schedule=cosine", "classifier.warmup_epochs=0",
                              "classifier.epochs=10"]).classifier
     assert lr_at(cos, 5.0) == pytest.approx(cos.lr / 2) and lr_at(cos, 10.0) == pytest.approx(0.0)
+
+
+def test_lt_losses_as_modules_match_train_classifier_and_golden_numbers():
+    """ltaug.losses' nn.Modules give train-classifier's numbers (make_loss) for integer labels and soft targets,
+    and hand-computed ones."""
+    import math
+
+    from ltaug.classify.losses import make_loss
+    from ltaug.losses import (
+        BalancedSoftmaxLoss,
+        ClassBalancedLoss,
+        CrossEntropy,
+        LDAMLoss,
+        LogitAdjustedLoss,
+        ldam_margins,
+    )
+
+    # golden numbers: counts 3:1 and zero logits; balanced softmax is CE on log pi = log(3/4), log(1/4)
+    counts2 = [3, 1]
+    z0, y0 = torch.zeros(2, 2), torch.tensor([0, 1])
+    assert BalancedSoftmaxLoss(counts2, reduction="none")(z0, y0).tolist() == pytest.approx([-math.log(0.75),
+                                                                                            -math.log(0.25)])
+    assert LogitAdjustedLoss(counts2, tau=0.0)(z0, y0).item() == pytest.approx(math.log(2))
+    # LDAM with one margin 0.5 on the rare class (and m_0 = 0.5 * 3^(-1/4)), s = 1: CE on z - m_y
+    m0 = 0.5 * 3 ** -0.25
+    expected = [math.log(1 + math.exp(m0)), math.log(1 + math.exp(0.5))]
+    assert LDAMLoss(counts2, max_m=0.5, reduction="none")(z0, y0).tolist() == pytest.approx(expected, rel=1e-6)
+
+    g = torch.Generator().manual_seed(0)
+    counts = [400, 200, 100, 50, 20, 10, 5]
+    logits = torch.randn(16, 7, generator=g) * 3
+    y = torch.randint(0, 7, (16,), generator=g)
+    onehot = torch.nn.functional.one_hot(y, 7).float()
+    soft = 0.8 * onehot + 0.2 * torch.softmax(torch.randn(16, 7, generator=g), 1)  # mixup-like targets
+    epochs = 10
+    cases = [("ce", {}, CrossEntropy(counts), 1.0),
+             ("balanced_softmax", {}, BalancedSoftmaxLoss(counts), 1.0),
+             ("logit_adjust", {"la_tau": 1.5}, LogitAdjustedLoss(counts, tau=1.5), 1.0),
+             ("cb", {"cb_beta": 0.999}, ClassBalancedLoss(counts, beta=0.999), 1.0),
+             ("ldam", {"ldam_max_m": 0.4}, LDAMLoss(counts, max_m=0.4, s=30.0), 30.0),
+             ("ldam_drw", {"cb_beta": 0.999}, LDAMLoss(counts, s=30.0, beta=0.999, drw_start_epoch=8), 30.0)]
+    for name, extra, module, s in cases:
+        cfg = load_recipe(None, [f"classifier.loss={name}", *[f"classifier.{k}={v}" for k, v in extra.items()]])
+        ref = make_loss(cfg.classifier, counts, epochs, "cpu", logit_scale=s)
+        for epoch in (0, 9):
+            module.set_epoch(epoch)
+            for target in (onehot, soft):
+                want = ref(logits, target, epoch)
+                module.reduction = "none"
+                got = module(logits, y if target is onehot else target)
+                torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"{name} epoch {epoch}")
+                module.reduction = "mean"
+                torch.testing.assert_close(module(logits, target), want.mean())
+    assert ldam_margins(counts, 0.5)[-1] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="counts"):
+        BalancedSoftmaxLoss([5])
+    # usable without ltaug's training loop or timm
+    code = ("import sys; from ltaug.losses import BalancedSoftmaxLoss; "
+            "bad = [m for m in ('ltaug.classify', 'timm', 'diffusers', 'ray') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -91,7 +91,7 @@ def _leaf_keys(cls, prefix=""):
 
 # Options of the recipe-driven commands that are not recipe keys (where the output goes, what to resume, ...).
 NOT_RECIPE = {"--recipe", "--set", "--out", "--resume", "--no-progress", "--progress", "--name", "--synthetic",
-              "--compare", "--overwrite", "--quiet", "--train-dataset", "--help"}
+              "--compare", "--overwrite", "--quiet", "--verbose", "--json", "--train-dataset", "--help"}
 
 
 def test_help_names_the_recipe_key_of_every_flag_that_sets_one():
@@ -113,3 +113,43 @@ def test_help_names_the_recipe_key_of_every_flag_that_sets_one():
         shown = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
         assert "recipe key" in shown or name == "config", name
     assert seen > 40
+
+
+def _commands(group=None, prefix=""):
+    group = group or typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, f"{prefix}{name} ")
+        else:
+            yield prefix + name, cmd
+
+
+def test_every_command_has_one_quiet_and_one_verbose_and_the_table_commands_json():
+    seen = set()
+    for name, cmd in _commands():
+        opts = {o: p for p in cmd.params for o in p.opts}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= set(opts), name
+        visible = [o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts]
+        assert not {"--no-progress", "--progress/--no-progress"} & set(visible), name  # one name for quiet
+        if "--json" in opts:
+            seen.add(name)
+    assert {"run", "evaluate", "train-classifier", "data info", "tune"} <= seen
+
+
+def test_progress_bars_keep_the_count_and_eta_whole_at_80_columns(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import ltaug.progress as P
+
+    monkeypatch.delenv("LTAUG_PLAIN_PROGRESS", raising=False)
+    for width in (80, 160):
+        buf = io.StringIO()
+        monkeypatch.setattr(P, "console", Console(file=buf, width=width, force_terminal=True, color_system=None))
+        with P.progress_bar(total=12000, desc="classifier classifier-synth", unit="step") as bar:
+            bar.advance(1234, loss=0.123456, acc=0.5, img_s=1234.5)
+        last = [line for line in buf.getvalue().replace("\r", "\n").splitlines() if "1234/12000" in line][-1]
+        assert re.search(r"1234/12000 [\d.]+ step/s \d:\d\d:\d\d eta \S+", last), last
+        assert len(last.replace("\x1b[2K", "").rstrip()) <= width
+    assert "loss=0.1235" in last  # wider terminals show the fields too

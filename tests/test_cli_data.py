@@ -68,3 +68,39 @@ def test_real_process_prints_no_traceback():
     out = subprocess.run([sys.executable, "-m", "ltaug", "data", "info", "nope"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr + out.stdout and "unknown dataset 'nope'" in out.stderr
+
+
+def test_a_failed_download_is_one_line_naming_the_url_the_folder_and_the_fix(tmp_path):
+    """Offline (here: a proxy that refuses), `data info cifar10-lt --download` ends in one line and exit 1."""
+    import os
+
+    env = dict(os.environ, https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    root = tmp_path / "cifar"
+    p = subprocess.run([sys.executable, "-m", "ltaug", "data", "info", "cifar10-lt", "--download", "--data-root",
+                        str(root)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = [line for line in (p.stdout + p.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, lines
+    for text in ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(root), "extract", "--download"):
+        assert text in lines[0], text
+    assert not root.exists()
+
+
+def test_data_info_json_and_whole_lines_when_not_a_terminal():
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    p = subprocess.run([sys.executable, "-m", "ltaug", "data", "info", "mnist-lt"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    # a pipe is not a terminal: the summary line stays whole instead of wrapping at 80 columns
+    assert any(line.startswith("total ") and line.rstrip().endswith("classes") and len(line) > 80
+               for line in p.stdout.splitlines()), p.stdout
+    r = runner.invoke(app, ["data", "info", "mnist-lt", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["num_classes"] == 10 and info["classes"][0] == {"label": 0, "class": "0", "images": 400,
+                                                                "group": "many"}
+    assert sum(c["images"] for c in info["classes"]) == info["images"]

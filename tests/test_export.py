@@ -103,7 +103,9 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
 
     d = run / "generator" / "diffusers"
     index = json.loads((d / "model_index.json").read_text())
-    assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == [str(i) for i in range(10)]
+    # diffusers' remote-code convention: (file, class) of the pipeline code the folder carries
+    assert index["_class_name"] == ["pipeline", "ClassConditionalPipeline"]
+    assert index["class_names"] == [str(i) for i in range(10)]
     sched = DDPMScheduler.from_pretrained(d, subfolder="scheduler")
     assert sched.config.num_train_timesteps == 50 and sched.config.variance_type == "fixed_large"
     cosine = NoiseSchedule.cosine(50).betas
@@ -112,8 +114,9 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
     pipe = ClassConditionalPipeline.from_pretrained(d)
     assert isinstance(pipe, ClassConditionalPipeline) and pipe.num_classes == 10 and pipe.null_class == 10
     assert UNet2DModel.from_pretrained(d / "unet").config.num_class_embeds == 11
+    assert type(pipe).__module__ == "ltaug.diffusion.pipeline"  # ltaug's own class, no remote code run
     # plain diffusers, through the copy of the pipeline code the folder carries
-    plain = DiffusionPipeline.from_pretrained(d, custom_pipeline=str(d / "pipeline.py"), trust_remote_code=True)
+    plain = DiffusionPipeline.from_pretrained(d, trust_remote_code=True)
     assert type(plain).__name__ == "ClassConditionalPipeline" and plain.config.class_names == index["class_names"]
     with pytest.raises(ValueError, match="unknown class name"):
         pipe(class_labels=["cat"], num_inference_steps=2)
@@ -122,6 +125,36 @@ def test_exported_folder_is_a_diffusers_pipeline_with_the_exact_schedule(run):
     # `import ltaug` stays torch-free (the name above came through its module __getattr__, lazily)
     code = "import sys, ltaug; assert 'torch' not in sys.modules and 'ClassConditionalPipeline' not in vars(ltaug)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_plain_diffusers_loads_a_resaved_pipeline_without_ltaug_and_loading_is_quiet(run, tmp_path):
+    """`pipe.save_pretrained(new)` keeps the pipeline code; a Python where ltaug cannot be imported loads both the
+    export and the re-saved copy with plain `DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`; ltaug's
+    own loads print nothing (no accelerate notice)."""
+    from ltaug import ClassConditionalPipeline
+
+    d = run / "generator" / "diffusers"
+    resaved = tmp_path / "resaved"
+    ClassConditionalPipeline.from_pretrained(d).save_pretrained(resaved)
+    assert (resaved / "pipeline.py").read_text() == (d / "pipeline.py").read_text()
+    assert json.loads((resaved / "model_index.json").read_text())["_class_name"] == ["pipeline",
+                                                                                     "ClassConditionalPipeline"]
+    code = ("import sys; sys.modules['ltaug'] = None\n"  # ltaug is not importable in this process
+            "import torch; from diffusers import DiffusionPipeline\n"
+            "for d in sys.argv[1:]:\n"
+            "    p = DiffusionPipeline.from_pretrained(d, trust_remote_code=True)\n"
+            "    p.set_progress_bar_config(disable=True)\n"
+            "    x = p(class_labels=[0, 9], num_inference_steps=2, output_type='pt',\n"
+            "          generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images\n"
+            "    print(type(p).__name__, tuple(x.shape))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(d), str(resaved)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["ClassConditionalPipeline (2, 1, 16, 16)"] * 2
+    code = ("import sys; from ltaug import ClassConditionalPipeline as P; from ltaug.diffusion.pipeline_folder import "
+            "read_pipeline; P.from_pretrained(sys.argv[1]); read_pipeline(sys.argv[1])")
+    r = subprocess.run([sys.executable, "-c", code, str(resaved)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "accelerate" not in r.stderr + r.stdout
 
 
 def test_export_cli_folder_card_classifiers_and_replacing(run, tmp_path):
@@ -168,6 +201,55 @@ def test_export_cli_folder_card_classifiers_and_replacing(run, tmp_path):
     assert r.exit_code == 2 and "--out" in r.output and (other / "notes.txt").read_text() == "mine"
     r = cli("export", run, "--checkpoint", run / "generator" / "checkpoints" / "ckpt-0000002.pt")
     assert r.exit_code == 0 and (run / "export" / "model_index.json").is_file()
+
+
+def test_model_card_carries_hub_metadata_and_model_index_results(run, tmp_path):
+    """The card is huggingface_hub's: pipeline tag, license, datasets, base model for init_from runs, and every
+    number as a model-index result; a run with overlap diagnostics only has no empty Metrics heading."""
+    from huggingface_hub import ModelCard
+
+    from ltaug.export import PIPELINE_TAG, card_data, model_card
+    from ltaug.rundir import RunDir
+
+    copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("export", "classifier-*", "evaluate",
+                                                                               "summary.json"))
+    (copy / "evaluate").mkdir()
+    (copy / "evaluate" / "results.json").write_text(json.dumps(
+        {"protocol": {"sampler": "ddim", "steps": 10, "w": 1.0, "num_generated": 200, "reference": "mnist-lt",
+                      "reference_split": "train"},
+         "overall": {"fid": 12.5, "kid": 0.01}, "few": {"fid": 40.0, "classes": 3}}))
+    (copy / "summary.json").write_text(json.dumps(
+        {"accuracy_real": {"overall": 0.8, "few": 0.5}, "accuracy_synth": {"overall": 0.82, "few": 0.6},
+         "stages": {"train": 1.0}}))
+    out = tmp_path / "exp"
+    r = cli("export", copy, "--out", out, "--license", "apache-2.0")
+    assert r.exit_code == 0, r.output
+    card = ModelCard.load(out / "README.md")
+    d = card.data
+    assert (d.library_name, d.pipeline_tag, d.license, d.datasets) == ("diffusers", PIPELINE_TAG, "apache-2.0",
+                                                                        ["ylecun/mnist"])
+    got = {(e.metric_type, e.metric_config): e.metric_value for e in d.eval_results}
+    assert {e.dataset_type for e in d.eval_results} == {"ylecun/mnist"}
+    assert got == {("fid", "overall"): 12.5, ("kid", "overall"): 0.01, ("fid", "few"): 40.0,
+                   ("accuracy", "overall, real only"): 0.8, ("accuracy", "few, real only"): 0.5,
+                   ("accuracy", "overall, real + synthetic"): 0.82, ("accuracy", "few, real + synthetic"): 0.6}
+    assert "model-index:" in card.content and "## Metrics" in card.text
+    assert cli("export", copy, "--out", tmp_path / "bad", "--license", "Not A License").exit_code == 2
+    assert not (tmp_path / "bad").exists()
+    # overlap diagnostics only: their table, no empty group table; nothing numeric: no Metrics heading at all
+    rd = RunDir(copy)
+    (copy / "summary.json").unlink()
+    (copy / "evaluate" / "results.json").write_text(json.dumps(
+        {"protocol": {"metrics": ["overlap"]}, "overlap": {"leakage": {"few": {"agreement": 0.75}}}}))
+    text = model_card(rd, {"classes": ["0"]}, has_grid=False, classifiers=[])
+    assert "## Metrics" in text and "agreement" in text and "0.75" in text
+    (copy / "evaluate" / "results.json").write_text(json.dumps({"protocol": {"metrics": ["overlap"]}}))
+    text = model_card(rd, {"classes": ["0"]}, has_grid=False, classifiers=[])
+    assert "## Metrics" not in text and "model-index" not in text
+    # a generator fine-tuned from a Hub model names it as base_model
+    cfg = copy / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("init_from: ''", "init_from: google/ddpm-cifar10-32", 1))
+    assert card_data(rd, {}).base_model == "google/ddpm-cifar10-32"
 
 
 def test_export_without_checkpoint_and_failed_write_leave_nothing(run, tmp_path, monkeypatch):
@@ -302,6 +384,8 @@ def test_pipeline_folder_feeds_evaluate_and_init_from(run, tmp_path):
     np.testing.assert_array_equal(a["images"], b["images"])
     outside = shutil.copytree(export, tmp_path / "exp")  # an export outside any run: results beside it, not in it
     assert load_generated(outside, 2, cfg, seed=0)["default_out"] == tmp_path / "exp-evaluate"
+    # inside a run, beside the run's own evaluate/ (which the report and the model card read), never over it
+    assert b["default_out"] == run / "evaluate-diffusers" and a["default_out"] == run / "evaluate"
     assert b["classes"] == a["classes"] and b["train_counts"] == a["train_counts"]
     # generator.init_from reads the exact betas of the scheduler: cosine T = 50 is recognised as such
     net, record = load_init(str(export), 10, 1, 16, 50, "cosine")

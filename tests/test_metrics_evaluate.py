@@ -78,11 +78,16 @@ def test_real_inception_fid_finite_reproducible_and_grows_under_shift(sets, ince
     assert p["reference"] == sets["ref"] and p["num_generated"] == 9 and p["fid_mode"] == "clean"
     assert p["inception_weights_sha256"] and p["groups_from"].endswith("plan.json")
     # Reference statistics cached in the user cache (here $LTAUG_CACHE), never in site-packages.
-    cached = list((cache / "fid-stats").glob("*.npz"))
+    cached = [f for f in (cache / "fid-stats").glob("*.npz") if not f.name.startswith("generated-")]
     assert len(cached) == 1 and p["inception_weights_sha256"][:12] in cached[0].name
     on_disk = json.loads((sets["root"] / "out-synth" / "results.json").read_text())
     assert on_disk["overall"]["fid"] == fid and (sets["root"] / "out-synth" / "group_metrics.png").is_file()
 
+    # Generated features are cached in the user cache (float32, no 2048 x 2048 covariance), not in the output folder
+    assert not (sets["root"] / "out-synth" / "cache").exists()
+    for f in (cache / "fid-stats").glob("*.npz"):
+        with np.load(f) as z:
+            assert "sigma" not in z.files and z["mu"].dtype == np.float32 and z["feats"].dtype == np.float32
     # Reproducible: a second run (features read back from the caches) gives the same numbers.
     again = _run(sets["synth"], sets, inception_weights, sets["root"] / "out-synth")
     assert again["overall"] == res["overall"]
@@ -117,6 +122,11 @@ def test_cli_writes_results(sets, inception_weights, cache, tmp_path):
     assert r.exit_code == 0, r.output
     assert "results written" in r.text and "many" in r.text
     assert json.loads((out / "results.json").read_text())["protocol"]["metrics"] == ["fid", "kid"]
+    r = _cli(sets["synth"], "--reference", sets["ref"], "--inception-weights", inception_weights, "--metrics",
+             "fid,kid", "--min-samples", 2, "--out", out, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)  # only the JSON object on stdout
+    assert res == {**json.loads((out / "results.json").read_text()), "out_dir": str(out)}
 
 
 def test_cli_bad_inputs_exit_2(sets, inception_weights, tmp_path, monkeypatch):

@@ -132,9 +132,16 @@ def test_resume_after_an_interrupted_stage(tiny_run, tmp_path):
     assert RunDir(copy).stage_done("classifier-synth") and RunDir(copy).stage_done("evaluate")
     assert (copy / "stages" / "generator.json").stat().st_mtime_ns == gen_mtime
     assert "gain" in result.output
+    assert "evaluate.metrics = ['overlap']" in " ".join(result.output.split())  # what the run did not measure
     original = _json(run / "classifier-synth" / "results.json")
     redone = _json(copy / "classifier-synth" / "results.json")
     assert redone["confusion"] == original["confusion"] and redone["per_class"] == original["per_class"]
+    # --json: the summary as one object on stdout (the finished run is only summarized again)
+    again = CliRunner().invoke(app, ["run", "--resume", str(copy), "--json", "-q"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["accuracy_synth"] == _json(copy / "summary.json")["accuracy_synth"]
+    assert summary["report"].endswith("report.html")
 
 
 def test_run_and_evaluate_record_the_same_protocol(tiny_run, tmp_path):

@@ -386,3 +386,19 @@ def test_filter_keeps_the_plans_counts_and_reports_rejections(tiny_run, tiny_cla
     res = synthesize(tiny_run, tmp_path / "g", per_class=1, classes=[str(label)], filter_classifier=tiny_classifier,
                      min_confidence=1.0, filter_max_tries=3, **FAST)
     assert res.shortfall == {label: 1} and res.rejection[label]["tried"] == 3 and not res.complete
+
+
+def test_a_filter_that_gives_up_fails_the_command_saying_what_is_missing(tiny_run, tiny_classifier, tmp_path):
+    """A plan that is not met is a failure: exit 1, the classes and counts missing, and how to go on."""
+    from typer.testing import CliRunner
+
+    from ltaug.cli import app
+
+    out = tmp_path / "h"
+    r = CliRunner().invoke(app, ["synthesize", str(tiny_run), "--out", str(out), "--per-class", "1", "--classes", "7",
+                                 "--filter-classifier", str(tiny_classifier), "--min-confidence", "1.0",
+                                 "--set", "synth.filter_max_tries=3", "--steps", "2", "--device", "cpu", "-q"])
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.output.split())
+    assert "still missing 7: 1" in text and "--min-confidence" in text and "filter_max_tries" in text
+    assert "Traceback" not in r.output

@@ -45,6 +45,107 @@ def test_builtin_sweeps_are_valid():
         assert spec.space and spec.metric
 
 
+def test_every_yaml_in_the_readme_runs_as_shown(tmp_path):
+    """Each ```yaml block of README.md is a sweep file load_sweep accepts (or, without `space`, a recipe)."""
+    import re
+
+    from ltaug.config import load_recipe
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+    assert blocks
+    for i, block in enumerate(blocks):
+        f = tmp_path / f"block{i}.yaml"
+        f.write_text(block)
+        if "space" in (yaml.safe_load(block) or {}):
+            load_sweep(f)
+        else:
+            load_recipe(f)
+
+
+def test_tune_set_and_print_shrink_a_builtin_sweep_without_copying_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltaug.cli import app
+
+    runner = CliRunner()
+    args = ["tune", "synthetic_ratio", "--set", "classifier.epochs=2", "--set", "num_samples=2",
+            "--set", "space.classifier.synthetic_ratio={grid: [0, 1]}", "--print"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "mine.yaml").write_text(r.stdout)
+    spec = load_sweep(tmp_path / "mine.yaml")  # the printed text is a sweep file: the same sweep
+    assert spec == load_sweep("synthetic_ratio", ["classifier.epochs=2", "num_samples=2",
+                                                  "space.classifier.synthetic_ratio={grid: [0, 1]}"])
+    assert spec.set[-1] == "classifier.epochs=2" and spec.num_samples == 2
+    assert spec.space == {"classifier.synthetic_ratio": {"grid": [0, 1]}}
+    assert not list(tmp_path.glob("runs*")) and not Path("runs").joinpath("tune-synthetic_ratio").exists()
+    r = runner.invoke(app, ["tune", "synthetic_ratio", "--set", "classifier.epochz=2", "--print"])
+    assert r.exit_code == 2 and "classifier.epochz" in r.output
+    r = runner.invoke(app, ["tune", "margin", "--set", "generator.loss=ddpm", "--print"])
+    assert r.exit_code == 2 and "generator.loss=diffrop" in r.output
+
+
+def test_a_trial_runs_only_the_stages_its_metric_needs():
+    from ltaug.tune import SweepSpec, trial_stages
+
+    def spec(metric, key):
+        return SweepSpec(metric=metric, space={key: {"grid": [0, 1]}})
+
+    assert trial_stages(spec("val_agreement.few", "generator.diffrop.tau")) == {"generator"}
+    assert trial_stages(spec("val_accuracy.few", "generator.diffrop.tau")) == {"generator", "synth",
+                                                                               "classifier-synth"}
+    assert trial_stages(spec("val_accuracy.few", "synth.w")) == {"synth", "classifier-synth"}
+    assert trial_stages(spec("val_accuracy.few", "classifier.synthetic_ratio")) == {"classifier-synth"}
+
+
+def test_a_restored_trial_gets_its_last_checkpoint_back(tmp_path):
+    """On another node the trial's folder is gone: tune.get_checkpoint() (a copy in the sweep's storage) puts the
+    generator's checkpoints or the classifier folder back, so the stages resume instead of starting over."""
+    from ray.tune import Checkpoint
+
+    from ltaug.tune import restore_checkpoint
+
+    gen = tmp_path / "stored-gen"
+    gen.mkdir()
+    (gen / "ckpt-0000004.pt").write_bytes(b"step 4")
+    run = tmp_path / "trial" / "run"
+    assert restore_checkpoint(Checkpoint.from_directory(str(gen)), run) == run / "generator" / "checkpoints"
+    assert (run / "generator" / "checkpoints" / "ckpt-0000004.pt").read_bytes() == b"step 4"
+    (gen / "ckpt-0000004.pt").write_bytes(b"older copy")
+    assert restore_checkpoint(Checkpoint.from_directory(str(gen)), run) is None  # the local folder wins
+    assert (run / "generator" / "checkpoints" / "ckpt-0000004.pt").read_bytes() == b"step 4"
+    clf = tmp_path / "stored-clf"
+    clf.mkdir()
+    (clf / "checkpoint.pt").write_bytes(b"epoch 3")
+    # a classifier trained on the trial's own samples records their path: restored only where the set is shared
+    assert restore_checkpoint(Checkpoint.from_directory(str(clf)), run, classifier=False) is None
+    assert restore_checkpoint(Checkpoint.from_directory(str(clf)), run) == run / "classifier-synth"
+    assert restore_checkpoint(None, run) is None
+
+
+def test_the_judges_sample_size_is_a_recipe_key(monkeypatch):
+    """The generator sweep's signal reads evaluate.judge_per_class images per class (default 32, not 8)."""
+    import ltaug.pipeline as P
+    from ltaug.config import load_recipe
+
+    seen = []
+    monkeypatch.setattr(P, "load_classifier", lambda path, device=None: ("judge", {}))
+    monkeypatch.setattr(P, "load_generator", lambda path, device=None: "generator")
+
+    def agreement(gen, clf, sampling, *, per_class, device):
+        seen.append(per_class)
+        return {g: {"agreement": 0.5, "leakage_into_head": 0.1} for g in ("overall", "many", "medium", "few")}
+
+    monkeypatch.setattr(P, "judge_agreement", agreement)
+    reports = []
+    for sets in ([], ["evaluate.judge_per_class=5"]):
+        forward = P._generator_tune_report(lambda m, c: reports.append(m), Path("judge"), load_recipe(None, sets),
+                                           "val_agreement.few")
+        forward({"loss": 1.0}, "ckpt")
+    assert seen == [32, 5] and reports[-1]["val_agreement.few"] == 0.5
+
+
 def test_bad_sweep_files(tmp_path):
     bad = _write_sweep(tmp_path / "a.yaml", ["test_cifar_resnet"])
     spec = yaml.safe_load(bad.read_text())
@@ -142,6 +243,9 @@ def test_sweep_with_a_failing_trial_then_resume_after_kill(tmp_path):
     log = first_done.parent.parent / "log.txt"  # the run's stage log (Ray's storage sync rewrites files, so no mtime)
     assert log.read_text().count("stage classifier-synth started") == 1
     assert (out / "shared" / "stages" / "synth.json").is_file()  # one generator + samples for every trial
+    # a trial trains the real + synthetic classifier it reports on, nothing after it and no real-only baseline
+    assert not any((first_done.parent.parent / name).exists()
+                   for name in ("classifier-real", "evaluate", "report.html"))
 
     result = subprocess.run(_tune_cmd(sweep, out, "--resume"), env=_env(), capture_output=True, text=True,
                             timeout=400)
@@ -185,4 +289,7 @@ def test_generator_sweep_reports_the_judges_agreement_at_each_checkpoint(tmp_pat
         rows = [json.loads(line) for line in (Path(t["path"]) / "result.json").read_text().splitlines()]
         steps = [r["step"] for r in rows if "val_agreement.few" in r]
         assert steps == [2, 4], rows  # a report at each checkpoint, with the judge's numbers
+        # the trial ends with its last report: no samples, classifiers, evaluation or report after it
+        assert not any((Path(t["path"]) / "run" / name).exists()
+                       for name in ("synth", "classifier-real", "classifier-synth", "evaluate", "report.html"))
         assert not any(k.startswith(("accuracy.", "test_")) for r in rows for k in r)

@@ -1,4 +1,5 @@
-"""Long-tail classification losses (method.md §6), as pure functions of logits and soft targets.
+"""Long-tail classification losses (method.md §6) as `train-classifier` configures them: `make_loss(cfg, counts)`.
+The math lives in ltaug.losses (functions, and nn.Modules for other training loops, as timm's train.py).
 
 Every loss takes logits [N, C] float and targets [N, C] float (one-hot, or mixed by mixup; rows sum to 1) and
 returns the per-sample loss [N], so the caller can weight samples (synthetic images, DRW) before averaging.
@@ -16,43 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample CE with soft targets: logits, target [N, C] -> [N]."""
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
-
-
-def logit_adjusted_ce(logits: torch.Tensor, target: torch.Tensor, log_prior: torch.Tensor,
-                      tau: float = 1.0) -> torch.Tensor:
-    """CE on z + tau log pi (tau = 1: balanced softmax). log_prior [C]. A uniform prior gives plain CE."""
-    return cross_entropy(logits.float() + tau * log_prior, target)
-
-
-def ldam_ce(logits: torch.Tensor, target: torch.Tensor, margins: torch.Tensor, s: float) -> torch.Tensor:
-    """LDAM: subtract the class margin from the true-class logit, scale by s, CE. margins [C]."""
-    return cross_entropy(s * (logits.float() - target * margins), target)
-
-
-def effective_number_weights(counts: list[int] | np.ndarray, beta: float) -> np.ndarray:
-    """Class weights 1 / E(n_c), normalized to sum to the number of classes present; 0 for an empty class."""
-    n = np.asarray(counts, dtype=np.float64)
-    w = np.zeros_like(n)
-    present = n > 0
-    w[present] = (1.0 - beta) / (1.0 - np.power(beta, n[present]))
-    return w * (present.sum() / w.sum()) if w.sum() > 0 else w
-
-
-def ldam_margins(counts: list[int] | np.ndarray, max_m: float) -> np.ndarray:
-    """m_c proportional to n_c^(-1/4), the largest (rarest class) equal to max_m; 0 for an empty class."""
-    n = np.asarray(counts, dtype=np.float64)
-    m = np.zeros_like(n)
-    present = n > 0
-    m[present] = n[present] ** -0.25
-    return m * (max_m / m.max()) if m.max() > 0 else m
+from ltaug.losses import (  # noqa: F401  (the functions are part of this module's interface too)
+    cross_entropy,
+    effective_number_weights,
+    ldam_ce,
+    ldam_margins,
+    logit_adjusted_ce,
+)
+from ltaug.losses import log_prior as log_prior_of
 
 
 @dataclass
@@ -84,11 +58,10 @@ def make_loss(cfg, counts: list[int], epochs: int, device, logit_scale: float = 
 
     logit_scale: LDAM's s when the model has the cosine head, else 1 (margins then act on raw logits).
     """
-    counts_t = torch.as_tensor(np.maximum(np.asarray(counts, dtype=np.float64), 1.0), dtype=torch.float32)
     log_prior = margins = weights = None
     tau = 1.0
     if cfg.loss in ("balanced_softmax", "logit_adjust"):
-        log_prior = torch.log(counts_t / counts_t.sum()).to(device)
+        log_prior = log_prior_of(counts).to(device)
         tau = 1.0 if cfg.loss == "balanced_softmax" else cfg.la_tau
     if cfg.loss in ("ldam", "ldam_drw"):
         margins = torch.as_tensor(ldam_margins(counts, cfg.ldam_max_m), dtype=torch.float32, device=device)

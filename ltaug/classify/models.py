@@ -19,7 +19,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, register_model
 
 from ltaug.errors import LtaugError
 
@@ -29,6 +29,17 @@ from ltaug.errors import LtaugError
 def _cfg(**kw) -> dict:
     return {"input_size": (3, 32, 32), "num_classes": 10, "pool_size": None, "crop_pct": 1.0,
             "interpolation": "bicubic", "first_conv": "stem.0", "classifier": "fc", **kw}
+
+
+def _take_indices(n: int, indices) -> tuple[list[int], int]:
+    """timm's feature_take_indices rule (not exported by every timm 1.0): the last `indices` taps if int, all if
+    None, else those listed (negative from the end); returns (taps, the largest)."""
+    if indices is None:
+        indices = n
+    taps = list(range(n - indices, n)) if isinstance(indices, int) else [i % n for i in indices]
+    if not taps or not all(0 <= i < n for i in taps):
+        raise ValueError(f"feature indices {indices} out of range for {n} taps")
+    return taps, max(taps)
 
 
 class _BasicBlock(nn.Module):
@@ -75,8 +86,9 @@ class CifarResNet(nn.Module):
                  in_chans: int = 3, normed_head: bool = False, drop_rate: float = 0.0):
         super().__init__()
         self.num_classes, self.in_chans, self.normed_head = num_classes, in_chans, normed_head
-        self.num_features = widths[-1]
+        self.num_features = self.head_hidden_size = widths[-1]
         self.drop_rate = drop_rate
+        self.grad_checkpointing = False
         self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
                                   nn.ReLU(inplace=True))
         stages, c_in = [], widths[0]
@@ -101,16 +113,68 @@ class CifarResNet(nn.Module):
         return NormedLinear(self.num_features, num_classes) if self.normed_head else nn.Linear(self.num_features,
                                                                                                   num_classes)
 
-    # timm's model interface, so that timm tools (and users) can treat it like any timm model
-    def get_classifier(self) -> nn.Module:
-        return self.fc
+    # timm's model interface (as timm.models.resnet), so that timm's train.py (--grad-checkpointing, layer-wise
+    # decay), its feature tools and users can treat it like any timm model
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for layer-wise decay: the stem, then one group per stage (coarse) or per block."""
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        return "fc" if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         self.num_classes = num_classes
         self.fc = self._head(num_classes)
 
+    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        stage = self.stages[i]
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(stage, x)  # per block
+        return stage(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's feature API: (final features, [the taps asked for]) or the taps alone. The taps are those of
+        feature_info: 0 the stem, 1..S the stages; indices: the last n if int, all if None, else those listed."""
+        if output_fmt != "NCHW":
+            raise ValueError("output_fmt must be 'NCHW'")
+        taps, max_index = _take_indices(len(self.stages) + 1, indices)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in taps:
+            intermediates.append(x)
+        last = max_index if stop_early else len(self.stages)
+        for i in range(last):
+            x = self._stage(i, x)
+            if i + 1 in taps:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list:
+        """Drop the stages after the last tap asked for (and the head); returns the taps kept."""
+        taps, max_index = _take_indices(len(self.stages) + 1, indices)
+        for i in range(max_index, len(self.stages)):
+            self.stages[i] = nn.Sequential()
+        if max_index < len(self.stages):
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or max_index < len(self.stages):
+            self.reset_classifier(0)
+        return taps
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        x = self.stem(x)
+        for i in range(len(self.stages)):
+            x = self._stage(i, x)
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))

@@ -83,12 +83,18 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
+RESUMABLE = ("eval_every", "epochs")  # the classifier keys a resume may change
+
+
 def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synthetic: list[str]) -> None:
-    """A resumed run must be the same run: same data, classifier section (but eval_every) and seed."""
+    """A resumed run must be the same run: same data, classifier section and seed; only eval_every and the number
+    of epochs may change (more epochs extend it: the learning-rate schedule and DRW follow the new total, as
+    `train-generator --resume --steps N` extends a generator)."""
     for section in ("data", "classifier"):
         a, b = dict(saved.get(section, {})), dict(recipe_dict[section])
-        a.pop("eval_every", None)
-        b.pop("eval_every", None)
+        for key in RESUMABLE:
+            a.pop(key, None)
+            b.pop(key, None)
         for key in sorted(set(a) & set(b)):  # a key the checkpoint predates keeps its default: not a change
             if a[key] != b[key]:
                 raise LtaugError(f"--resume: recipe key '{section}.{key}' is {b.get(key)!r} but the checkpoint was "
@@ -182,6 +188,9 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, train_time = int(state["epoch"]), float(state.get("train_time_s", 0.0))
+        if cfg.epochs < start_epoch:
+            raise LtaugError(f"--resume: the checkpoint has trained {start_epoch} epochs already; classifier.epochs "
+                             f"{cfg.epochs} would be fewer: ask for {start_epoch} or more (--epochs N)")
     loss_fn = make_loss(cfg, ts.counts, cfg.epochs, dev, logit_scale)
     amp = cfg.amp and dev.type == "cuda"
 

@@ -13,13 +13,17 @@ from rich.table import Table
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
+    OUTPUT,
     DatasetOpt,
     DeviceOpt,
+    JsonOpt,
     OutOpt,
     RecipeOpt,
     SetOpt,
     console,
+    emit_json,
     handle_errors,
+    json_output,
     resolve_recipe,
     undo_on_usage_error,
 )
@@ -86,7 +90,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="continue OUT/classifier-
                                                        "recipe defaults to the one it was trained with)")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="another results.json: side-by-side table and a "
                                                                    "per-class gain plot")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", hidden=True, help="--no-progress: as --quiet")]
 
 
 @app.command("train-classifier", help="Train a timm classifier on real plus synthetic data; accuracy on "
@@ -98,7 +102,9 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
                          init: Init = None,
                          loss: Loss = None, sampler: Sampler = None, epochs: Epochs = None, batch_size: Batch = None,
                          lr: Lr = None, dataset: DatasetOpt = None, seed: Seed = None, device: DeviceOpt = None,
-                         resume: Resume = False, compare: Compare = None, progress: Progress = True) -> None:
+                         resume: Resume = False, compare: Compare = None, progress: Progress = True,
+                         json_: JsonOpt = False) -> None:
+    json_output(json_)
     if synthetic_ratio is not None and synthetic_ratio < 0:
         raise LtaugError(f"--synthetic-ratio {synthetic_ratio}: must be >= 0 (0 = real only, 1 = one synthetic per "
                          f"real image)")
@@ -155,7 +161,8 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
 
         run.log(f"train-classifier {name}: model {r.classifier.model}, loss {r.classifier.loss}, "
                 f"synthetic {paths or 'none'}{' (resume)' if resume else ''}")
-        results = train_classifier(r, cls_dir, synthetic=paths, progress=progress, resume=resume)
+        results = train_classifier(r, cls_dir, synthetic=paths, progress=progress and OUTPUT.progress,
+                                   resume=resume)
     run.log(f"train-classifier {name}: top-1 {results['top1']:.4f}")
 
     acc = results["accuracy"]
@@ -169,3 +176,4 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
                   highlight=False)
     if compare is not None:
         _compare(results, compare, cls_dir)
+    emit_json({**results, "out_dir": str(cls_dir)})

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
+import json
+import math
 import os
 import shutil
+import sys
+import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -24,8 +30,82 @@ from ltaug.errors import LtaugError
 from ltaug.rundir import CONFIG, ENV, LOG, RunDir
 from ltaug.space import FAULTS, WriteFault
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        # a log file or a pipe: one line per message, never wrapped at 80 columns (grep and logs read whole lines)
+        c.soft_wrap = True
+        c.width = 400
+    return c
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+@dataclass
+class Output:
+    """What the command line was asked to print: -q (errors only, and --json's object), -v (the libraries'
+    notices, a traceback with each error), --json (one JSON object on stdout, nothing else there)."""
+
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+
+OUTPUT = Output()
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors (and --json's object): no "
+                                        "tables, no progress bars")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also print the libraries' notices (diffusers, "
+                                          "timm, Ray) and a traceback with each error")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the results as one JSON object on stdout (tables and "
+                                       "messages are left out; progress and errors stay on stderr)")]
+
+
+def _set_output(quiet: bool, verbose: bool) -> None:
+    OUTPUT.quiet, OUTPUT.verbose, OUTPUT.json = quiet, verbose, False
+    console.quiet = quiet
+    level = "info" if verbose else "error"
+    # diffusers reads its verbosity when it is imported (commands import it later); the accelerate notice and its
+    # other advice are warnings
+    os.environ["DIFFUSERS_VERBOSITY"] = level
+    if "diffusers" in sys.modules:
+        sys.modules["diffusers"].utils.logging.set_verbosity(40 if not verbose else 20)
+
+
+def json_output(enabled: bool) -> None:
+    """Call first in a command with --json: its tables and messages go nowhere, emit_json prints the result."""
+    if enabled:
+        OUTPUT.json = True
+        console.quiet = True
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe: NaN / inf as null, paths and other objects as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return _plain(obj.item())
+    return str(obj)
+
+
+def emit_json(obj: Any) -> None:
+    """The --json output: one object on stdout."""
+    if OUTPUT.json:
+        sys.stdout.write(json.dumps(_plain(obj), indent=1, allow_nan=False) + "\n")
+        sys.stdout.flush()
 
 USAGE_EXIT = 2
 FAULT_EXIT = 1
@@ -40,16 +120,22 @@ def fail(message: str, code: int = USAGE_EXIT) -> None:
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn LtaugError into a clear message and exit status 2, and a write the file system refused (full disk,
-    read-only) into one message and exit status 1 (typer reads the wrapped signature)."""
+    """Every command's shell: the -q / -v options (one home for them), LtaugError as a clear message and exit
+    status 2, and a write the file system refused (full disk, read-only) as one message and exit status 1 (typer
+    reads the wrapper's signature: the command's own parameters, then quiet and verbose)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
+        _set_output(quiet, verbose)
         try:
             return fn(*args, **kwargs)
         except LtaugError as e:
-            fail(str(e))
+            if OUTPUT.verbose:
+                traceback.print_exc()
+            fail(str(e), getattr(e, "exit_code", USAGE_EXIT))
         except WriteFault as e:
+            if OUTPUT.verbose:
+                traceback.print_exc()
             fail(str(e), FAULT_EXIT)
         except OSError as e:
             if e.errno not in FAULTS:
@@ -63,6 +149,13 @@ def handle_errors(fn: Callable) -> Callable:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130)
 
+    sig = inspect.signature(fn, eval_str=True)
+    extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOpt),
+             inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOpt)]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD else p
+              for p in sig.parameters.values()]
+    wrapper.__signature__ = sig.replace(parameters=params + extra)
+    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "quiet": QuietOpt, "verbose": VerboseOpt}
     return wrapper
 
 

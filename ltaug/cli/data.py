@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import console, handle_errors
+from ltaug.cli.common import JsonOpt, console, emit_json, handle_errors, json_output
 from ltaug.config.data import BUILTIN_DATASETS, GROUP_NAMES, PROFILES
 from ltaug.errors import LtaugError
 from ltaug.space import require_writable
@@ -60,7 +60,9 @@ def info_cmd(
                                                  "data.resolution)")] = 32,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="write the class histogram (log scale) to this PNG")] = None,
+    json_: JsonOpt = False,
 ) -> None:
+    json_output(json_)
     from ltaug.data import group_of, load_dataset
 
     if profile not in PROFILES:
@@ -89,3 +91,8 @@ def info_cmd(
 
         plot_class_histogram(counts, ds.classes, plot, title=f"{name} ({split})")
         console.print(f"histogram written to {plot}", markup=False, highlight=False)
+    emit_json({"name": name, "split": split, "images": len(ds), "num_classes": ds.num_classes,
+               "resolution": ds.resolution, "channels": ds.channels, "imbalance_ratio": ds.imbalance_ratio,
+               "groups": n_groups, "classes": [{"label": i, "class": c, "images": int(n), "group": g}
+                                               for i, (c, n, g) in enumerate(zip(ds.classes, counts, groups))],
+               "plot": str(plot) if plot is not None else None})

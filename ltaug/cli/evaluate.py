@@ -11,11 +11,15 @@ from rich.table import Table
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
+    OUTPUT,
     DeviceOpt,
+    JsonOpt,
     RecipeOpt,
     SetOpt,
     console,
+    emit_json,
     handle_errors,
+    json_output,
     local_or_hub,
     recipe_of,
     resolve_recipe,
@@ -68,7 +72,8 @@ def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = 
                  min_samples: MinSamples = None, batch_size: Batch = None, sampler: Sampler = None,
                  steps: Steps = None, w: W = None, eta: Eta = None, variance: Variance = None, amp: Amp = None,
                  seed: Seed = None, data_root: DataRoot = None, device: DeviceOpt = None, out: Out = None,
-                 recipe: RecipeOpt = None, sets: SetOpt = None) -> None:
+                 recipe: RecipeOpt = None, sets: SetOpt = None, json_: JsonOpt = False) -> None:
+    json_output(json_)
     if not str(path).startswith("npz:"):
         if out is None and parse_hub_id(str(path)) is not None:  # the default, beside the source, is the HF cache
             raise LtaugError(f"PATH {path}: a Hub model's results need --out DIR (they are not written into the "
@@ -94,8 +99,9 @@ def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = 
     judge = run.classifier("real") if run is not None and (run.classifier("real") / "checkpoint.pt").is_file() \
         else None
     res = evaluate(path, evaluation_config(r, judge), r.synth, r.data, seed=r.seed, device=r.device, out_dir=out,
-                   train_dataset=train_dataset)
+                   train_dataset=train_dataset, progress=OUTPUT.progress)
     _print_summary(res)
+    emit_json(res)
 
 
 def _print_summary(res: dict) -> None:

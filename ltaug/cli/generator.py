@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
+    OUTPUT,
     DatasetOpt,
     DeviceOpt,
     OutOpt,
@@ -33,7 +34,7 @@ BatchOpt = key_option("generator.batch_size", "--batch-size")
 InitOpt = key_option("generator.init_from", "--init-from")
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     "--resume", help="continue the run in this run directory from its latest checkpoint")]
-QuietOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", hidden=True, help="the same as --quiet")]
 
 
 @app.command("train-generator",
@@ -44,7 +45,7 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
                         steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None,
                         init_from: InitOpt = None, out: OutOpt = None, sets: SetOpt = None,
                         resume: ResumeOpt = None,
-                        no_progress: QuietOpt = False) -> None:
+                        no_progress: NoProgressOpt = False) -> None:
     if resume is not None:
         if out is not None:
             raise LtaugError("--resume RUN_DIR continues that run in place; drop --out")
@@ -74,7 +75,7 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
         else:
             run_dir, created = out, not out.exists()
     try:
-        result = train_generator(r, run_dir, resume=resume is not None, progress=not no_progress)
+        result = train_generator(r, run_dir, resume=resume is not None, progress=OUTPUT.progress and not no_progress)
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]interrupted:[/] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(130)
@@ -85,9 +86,14 @@ def train_generator_cmd(recipe: RecipeOpt = None, dataset: DatasetOpt = None, lo
     if not is_main_process():  # under torchrun, rank 0 speaks for all
         return
     m = result.metrics
-    console.print(f"[bold green]generator trained[/] {result.step} steps in {result.seconds:.0f} s "
-                  f"({result.num_params / 1e6:.2f}M params), loss {m.get('loss', float('nan')):.4f}"
-                  + (f", margin {result.margin:.4g}" if result.margin is not None else ""))
+    ran = result.step - result.start_step
+    since = f" (resumed at step {result.start_step})" if result.start_step else ""
+    console.print(f"[bold green]generator trained[/] to step {result.step}: {ran} steps in {result.seconds:.0f} s"
+                  f"{since}, {result.num_params / 1e6:.2f}M params")
+    if m:
+        console.print(f"  loss        {m.get('loss', float('nan')):.4f} (mean over the last logging interval, up to "
+                      f"step {m.get('step')}; generator.log_every = {r.generator.log_every})"
+                      + (f"; margin {result.margin:.4g}" if result.margin is not None else ""), highlight=False)
     console.print(f"  run dir     {run_dir}", markup=False, highlight=False)
     console.print(f"  checkpoint  {result.checkpoint}", markup=False, highlight=False)
     console.print(f"  class grid  {result.grid}", markup=False, highlight=False)

@@ -10,12 +10,16 @@ from rich.markup import escape
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
+    OUTPUT,
     DeviceOpt,
+    JsonOpt,
     OutOpt,
     RecipeOpt,
     SetOpt,
     console,
+    emit_json,
     handle_errors,
+    json_output,
     resolve_recipe,
     undo_on_usage_error,
 )
@@ -34,7 +38,9 @@ def run_cmd(
     device: DeviceOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run directory: finished "
                                                    "stages are skipped, the interrupted one resumes")] = None,
+    json_: JsonOpt = False,
 ) -> None:
+    json_output(json_)
     if resume is not None:
         if recipe or sets or out:
             raise LtaugError("--resume continues a run as it was: do not combine it with --recipe, --set or --out")
@@ -59,8 +65,14 @@ def run_cmd(
     run = run or (RunDir(out) if out is not None else RunDir.create(None, cfg.name))
     console.print(f"run directory: [bold]{escape(str(run.path))}[/]")
     with undo_on_usage_error(run.path, existed):  # e.g. a dataset that is not there: nothing is left behind
-        summary = run_pipeline(cfg, run.path, progress=True)
+        summary = run_pipeline(cfg, run.path, progress=OUTPUT.progress)
     console.print(summary_table(summary))
     if summary.get("generator_metrics"):
         console.print(metrics_table(summary))
+    measured = list(cfg.evaluate.metrics)
+    if not set(measured) & {"fid", "kid", "is", "pr"}:  # say what was not measured, and how to get it
+        console.print(f"generator measured by evaluate.metrics = {measured or 'nothing'}; for FID / KID / "
+                      "precision-recall add --set 'evaluate.metrics=[fid,kid,pr,overlap]' (offline with the Inception "
+                      "weights: README, Evaluation)", markup=False, highlight=False)
     console.print(f"report: [bold]{escape(str(run.report))}[/]")
+    emit_json({**summary, "report": str(run.report)})

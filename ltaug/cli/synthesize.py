@@ -11,10 +11,13 @@ from rich.table import Table
 
 from ltaug.cli.app import app
 from ltaug.cli.common import (
+    FAULT_EXIT,
+    OUTPUT,
     DeviceOpt,
     RecipeOpt,
     SetOpt,
     console,
+    fail,
     handle_errors,
     local_or_hub,
     recipe_of,
@@ -47,7 +50,6 @@ Filter = key_option("synth.filter_classifier", "--filter-classifier", panel=FILT
 MinConf = key_option("synth.min_confidence", panel=FILTER)
 Overwrite = Annotated[bool, typer.Option("--overwrite", rich_help_panel=SCALE,
                                          help="delete earlier synthetic images in the folder and start over")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no plan table, no progress bar")]
 RunArg = Annotated[Path, typer.Argument(help="run directory (or its generator/ folder, a checkpoint file, a pipeline "
                                         "folder of `ltaug export`, or its Hub id OWNER/NAME)")]
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="synthetic folder (default RUN_DIR/synth)")]
@@ -62,7 +64,7 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
                    w: W = None, eta: Eta = None, variance: Variance = None, amp: Amp = None, batch_size: Batch = None,
                    workers: Workers = None, address: Address = None, npz: Npz = None, overwrite: Overwrite = False,
                    filter_classifier: Filter = None, min_confidence: MinConf = None, device: DeviceOpt = None,
-                   recipe: RecipeOpt = None, sets: SetOpt = None, quiet: Quiet = False) -> None:
+                   recipe: RecipeOpt = None, sets: SetOpt = None) -> None:
     # The flag given picks the plan's mode. 0 is the recipe's "off", so it is accepted beside the other flag given
     # positive (--per-class 5 --fill-to 0); alone it would ask for nothing.
     flags = {"--per-class": per_class, "--fill-to": fill_to}
@@ -96,6 +98,7 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
     from ltaug.synth import default_out_dir, plan_for, plan_table, synthesize
     from ltaug.synth.run import space_needed
 
+    quiet = OUTPUT.quiet
     dev = resolve_device(r.device)
     check_address(cfg.address)  # nothing listening there: fail in seconds, before loading anything
     gen = load_generator(run_dir, device=dev, ema=True)
@@ -124,11 +127,13 @@ def synthesize_cmd(run_dir: RunArg, out: Out = None, per_class: PerClass = None,
     console.print(f"[green]done[/]: {sum(res.counts.values()):,} synthetic images in {escape(str(res.out_dir))} "
                   f"({res.generated:,} drawn now in {res.seconds:.1f} s, {res.images_per_s:.2f} img/s, "
                   f"{res.already_done:,} already there; {res.engine}){npz_txt}", highlight=False)
-    if res.shortfall:
-        short = ", ".join(f"{gen.classes[y]}: {n}" for y, n in res.shortfall.items())
-        console.print(f"[yellow]warning[/]: the filter rejected too many images; still missing {escape(short)}. "
-                      "Lower --min-confidence or raise synth.filter_max_tries, then re-run to resume.")
     run = RunDir.find(out_dir)
     if run is not None:
         run.log(f"synthesize: {res.generated} images drawn, {sum(res.counts.values())} in {res.out_dir} "
                 f"({cfg.sampler}, w={cfg.w:g})")
+    if res.shortfall:  # the plan is not met: a failure, with what is missing and how to go on
+        short = ", ".join(f"{gen.classes[y]}: {n}" for y, n in res.shortfall.items())
+        fail(f"the filter gave up after trying synth.filter_max_tries = {cfg.filter_max_tries:g} times the planned "
+             f"count; still missing {short} (class: images). Lower --min-confidence (now {cfg.min_confidence:g}) or "
+             f"raise --set synth.filter_max_tries=N, then run the same command again: it keeps what is written",
+             FAULT_EXIT)

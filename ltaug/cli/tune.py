@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import OutOpt, console, handle_errors
+from ltaug.cli.common import JsonOpt, OutOpt, console, emit_json, handle_errors, json_output
 from ltaug.errors import LtaugError
 from ltaug.rundir import DEFAULT_ROOT, RunDir
 from ltaug.space import require_writable
@@ -28,11 +29,21 @@ def tune_cmd(
     storage: Annotated[Optional[str], typer.Option(
         help="where Ray Tune keeps trial results and checkpoints (default OUT/ray); on a multi-node cluster a "
              "shared path or a cloud URI (s3://..., gs://...)")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-s", help="KEY=VALUE, repeatable: a recipe key for every trial (generator.steps=200), a sweep key "
+                            "(num_samples=1, metric=...) or space.RECIPE_KEY='{grid: [0, 1]}'")] = None,
+    print_: Annotated[bool, typer.Option("--print", help="print the sweep file (with --set applied) and exit; "
+                                                         "save it to edit a built-in sweep")] = False,
+    json_: JsonOpt = False,
 ) -> None:
+    json_output(json_)
     from ltaug.raycluster import check_address
-    from ltaug.tune import check_resources, load_sweep, run_sweep, storage_path
+    from ltaug.tune import check_resources, load_sweep, run_sweep, storage_path, sweep_yaml
 
-    spec = load_sweep(sweep)
+    spec = load_sweep(sweep, sets)
+    if print_:
+        sys.stdout.write(sweep_yaml(spec))
+        return
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
     check_address(address)  # nothing listening there: fail in seconds, before a sweep directory exists
@@ -55,3 +66,4 @@ def tune_cmd(
     best = escape(str(result["best_recipe"]))
     console.print(f"best recipe: [bold]{best}[/] (ltaug run --recipe {best})")
     console.print(f"plot: {Path(out_dir) / 'sweep.png'}", markup=False, highlight=False)
+    emit_json({**result, "sweep": spec.name, "metric": spec.metric, "mode": spec.mode, "out_dir": str(out_dir)})

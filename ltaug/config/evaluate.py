@@ -39,6 +39,11 @@ class EvaluateConfig(Section):
                                max=1_000_000)
     classifier: str = opt("", "reference classifier (classifier dir or checkpoint) for the overlap diagnostics")
     batch_size: int = opt(64, "Inception / sampling batch size", min=1, max=MAX_BATCH)
+    judge_per_class: int = opt(32, "sweeps ranking generators (val_agreement / val_leakage_into_head): images per "
+                                   "class the judge reads at each generator checkpoint, ASHA's signal; costs classes "
+                                   "x this many samples per checkpoint (synth settings); a group of k classes reads "
+                                   "k x this many, so its agreement's noise is about sqrt(p(1-p) / (k x this))",
+                               min=1, max=100_000)
 
     def validate(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]

@@ -29,7 +29,7 @@ from ltaug.config.data import DATASET_PREFIXES as PREFIXES
 from ltaug.config.data import DataConfig
 from ltaug.data.dataset import LTDataset
 from ltaug.data.longtail import longtail_counts, select_leftover, select_longtail
-from ltaug.errors import LtaugError
+from ltaug.errors import LtaugError, LtaugFailure
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MNIST_TEST_PER_CLASS = 100
@@ -158,7 +158,17 @@ def _read_cifar(num_classes: int, train: bool, data_root: Path, download: bool) 
     base = _cifar_base(num_classes)
     folder = Path(data_root) / base.base_folder
     if download:
-        base(root=str(data_root), train=train, download=True)  # torchvision downloads and checks md5
+        existed = Path(data_root).exists()
+        try:
+            base(root=str(data_root), train=train, download=True)  # torchvision downloads and checks md5
+        except Exception as e:  # noqa: BLE001 - urllib, ssl, socket and torchvision's md5 check raise many types
+            if not existed and Path(data_root).is_dir() and not any(Path(data_root).iterdir()):
+                Path(data_root).rmdir()  # a failed download leaves no empty folder behind
+            raise LtaugFailure(
+                f"--download: could not fetch CIFAR-{num_classes} from {base.url} into {data_root} "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:160]}); with network, run again; or fetch that file "
+                f"by hand (md5 {base.tgz_md5}), extract it into {data_root} (giving {folder}) and run without "
+                f"--download") from None
     files = (base.train_list if train else base.test_list) + [(base.meta["filename"], base.meta["md5"])]
     missing = [name for name, _ in files if not (folder / name).is_file()]
     if missing:

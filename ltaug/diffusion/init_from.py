@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
+from ltaug.diffusion.pipeline import load_kwargs
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import ClassConditionalUNet
 from ltaug.errors import LtaugError
@@ -115,7 +116,7 @@ def load_init(ref: str, num_classes: int, channels: int, resolution: int, T: int
     cfg = dict(UNet2DModel.load_config(folder))
     keep = _check(ref, folder, cfg, num_classes, channels, resolution, T, schedule)
     try:
-        source = UNet2DModel.from_pretrained(folder)
+        source = UNet2DModel.from_pretrained(folder, **load_kwargs())
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for torn or foreign weights
         raise LtaugError(f"{KEY} {ref}: diffusers could not load {folder} ({type(e).__name__}: {str(e)[:300]})") \
             from None

@@ -1,11 +1,12 @@
 """`ClassConditionalPipeline`: a diffusers `DiffusionPipeline` (unet + scheduler) that samples an ltaug generator
 with classifier-free guidance, one noise stream per image.
 
-This file imports only torch, numpy, PIL and diffusers (never ltaug), so an export folder carries a copy of it
-(`pipeline.py`) and plain diffusers can load the folder without ltaug installed:
-`DiffusionPipeline.from_pretrained(DIR, custom_pipeline=f"{DIR}/pipeline.py", trust_remote_code=True)` (plain
-`DiffusionPipeline.from_pretrained(DIR)` looks the class up in diffusers itself and cannot find it). With ltaug
-installed, `from ltaug import ClassConditionalPipeline; ClassConditionalPipeline.from_pretrained(DIR)` is all.
+This file imports only torch, numpy, PIL and diffusers (never ltaug), so a saved pipeline carries a copy of it
+(`pipeline.py`, written by `save_pretrained` itself, so a re-saved pipeline keeps it) and `model_index.json` names it
+the way diffusers' remote code expects (`"_class_name": ["pipeline", "ClassConditionalPipeline"]`): plain diffusers
+loads the folder or its Hub repository without ltaug installed,
+`DiffusionPipeline.from_pretrained(DIR_OR_HUB_ID, trust_remote_code=True)`. With ltaug installed,
+`from ltaug import ClassConditionalPipeline; ClassConditionalPipeline.from_pretrained(DIR)` runs no remote code.
 
 Guidance follows the long-tail papers: `eps~ = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null)`, with the null label
 `num_classes` (the last row of the UNet's class embedding); diffusers' `guidance_scale` is `s = 1 + w`, so either
@@ -16,13 +17,26 @@ order as ltaug's own sampler), so an image depends on its (label, seed) alone, n
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import shutil
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils import is_accelerate_available
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+
+# diffusers' remote-code convention: model_index.json names (module file, class) for a pipeline it does not ship
+REMOTE_CLASS = ["pipeline", "ClassConditionalPipeline"]
+
+
+def load_kwargs() -> dict:
+    """from_pretrained keywords for diffusers models and pipelines: without accelerate diffusers falls back to
+    low_cpu_mem_usage=False anyway, after a five-line notice on every load; asking for it directly is silent."""
+    return {} if is_accelerate_available() else {"low_cpu_mem_usage": False}
 
 
 class ClassConditionalPipeline(DiffusionPipeline):
@@ -43,6 +57,35 @@ class ClassConditionalPipeline(DiffusionPipeline):
         if len(names) != rows - 1:
             raise ValueError(f"{len(names)} class names for a UNet with {rows - 1} classes (+ the null class)")
         self.register_to_config(class_names=names)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        # Loading through this class itself needs no remote code: the class named in the file is this one.
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config, dict) and list(config.get("_class_name") or []) == REMOTE_CLASS:
+            config["_class_name"] = cls.__name__
+        return out
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        return super().from_pretrained(*args, **{**load_kwargs(), **kwargs})
+
+    def save_config(self, save_directory, *args, **kwargs):
+        # save_pretrained writes the config last (before any push): the folder then carries this file and names it,
+        # so a folder re-saved by `pipe.save_pretrained(new)` still loads with plain diffusers.
+        super().save_config(save_directory, *args, **kwargs)
+        index_file = os.path.join(save_directory, self.config_name)
+        with open(index_file, encoding="utf-8") as f:
+            index = json.load(f)
+        index["_class_name"] = REMOTE_CLASS
+        with open(index_file, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+        source = inspect.getsourcefile(ClassConditionalPipeline)
+        target = os.path.join(save_directory, REMOTE_CLASS[0] + ".py")
+        if source and not (os.path.exists(target) and os.path.samefile(source, target)):
+            shutil.copyfile(source, target)
 
     @property
     def num_classes(self) -> int:

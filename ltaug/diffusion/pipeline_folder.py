@@ -1,11 +1,13 @@
 """The pipeline folder: what `generator/diffusers/` and `ltaug export` write, and how ltaug reads one back as a
 generator (`synthesize`, `evaluate` accept it like a run).
 
-    model_index.json        ClassConditionalPipeline: unet + scheduler, and the class names (`class_names`)
+    model_index.json        unet + scheduler, the class names (`class_names`), and `_class_name` ["pipeline",
+                            "ClassConditionalPipeline"]: diffusers' name for a pipeline class in the folder's code
     unet/                   the EMA (or raw) UNet2DModel, `save_pretrained` format (config.json + safetensors)
     scheduler/              scheduler_config.json: a DDPMScheduler on the training schedule (exact trained_betas,
                             any T; variance_type from the recipe's synth.variance)
-    pipeline.py             a copy of ltaug/diffusion/pipeline.py, for plain-diffusers loading (custom_pipeline)
+    pipeline.py             a copy of ltaug/diffusion/pipeline.py (save_pretrained writes both), so plain diffusers
+                            loads the folder: DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)
     ltaug.json              what ltaug needs beyond diffusers: classes, real counts, the schedule's name, the null
                             label, the checkpoint it came from
 
@@ -21,8 +23,7 @@ from typing import Callable, Optional
 import torch
 from diffusers import UNet2DModel
 
-from ltaug.diffusion import pipeline as pipeline_module
-from ltaug.diffusion.pipeline import ClassConditionalPipeline
+from ltaug.diffusion.pipeline import ClassConditionalPipeline, load_kwargs
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.schedulers import make_scheduler
 from ltaug.diffusion.unet import ClassConditionalUNet
@@ -33,7 +34,6 @@ from ltaug.space import as_fault
 
 MODEL_INDEX = "model_index.json"
 LTAUG_JSON = "ltaug.json"
-PIPELINE_FILE = "pipeline.py"
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 USAGE = ("from ltaug import ClassConditionalPipeline; pipe = ClassConditionalPipeline.from_pretrained(DIR); "
          "pipe(class_labels=[...], w=1.0, num_inference_steps=T, generator=[torch.Generator().manual_seed(s) ...])")
@@ -63,7 +63,6 @@ def write_pipeline(net: ClassConditionalUNet, meta: dict, out_dir: str | Path, *
     repair(out)
     try:
         build_pipeline(net, schedule, classes, variance).save_pretrained(tmp)
-        shutil.copyfile(pipeline_module.__file__, tmp / PIPELINE_FILE)
         atomic_write_json(tmp / LTAUG_JSON, {**meta, "classes": classes, "null_class": len(classes),
                                               "variance": variance, "usage": USAGE})
         if extras is not None:
@@ -121,7 +120,7 @@ def read_pipeline(path: str | Path, device: str | torch.device = "cpu") -> dict:
         raise LtaugError(f"{p}: scheduler/scheduler_config.json has no trained_betas; ltaug samples the exact "
                          "training schedule, so re-export the folder with `ltaug export RUN`")
     try:
-        unet = UNet2DModel.from_pretrained(p / "unet")
+        unet = UNet2DModel.from_pretrained(p / "unet", **load_kwargs())
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for torn or foreign weights
         raise LtaugError(f"{p}/unet: diffusers could not load it ({type(e).__name__}: {str(e)[:300]})") from None
     rows = unet.config.num_class_embeds

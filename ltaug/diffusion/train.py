@@ -85,6 +85,7 @@ class GeneratorResult:
     seconds: float
     num_params: int
     generator_dir: Path
+    start_step: int = 0  # the step this call started from (a resume: the checkpoint's)
 
 
 @holds_lock(lambda a: RunDir(a["run_dir"]).generator, "train-generator")  # one writer per run (ltaug.locks)
@@ -321,5 +322,5 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     return GeneratorResult(step=step, checkpoint=last_ckpt, diffusers=diffusers_dir, grid=last_grid,
                            metrics=last_record, margin=margin.margin, calibration=margin.calibration,
                            seconds=time.perf_counter() - t_start, num_params=meta["num_params"],
-                           generator_dir=run.generator)
+                           generator_dir=run.generator, start_step=start)
 

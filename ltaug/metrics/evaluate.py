@@ -93,10 +93,15 @@ def load_generated(source: str | os.PathLike, num_samples: Optional[int], sampli
                     "labels": "uniform (i mod C)", "seeds": "synthesis rule (ltaug.synth.plan.image_seed)",
                     "ema": True}
         counts = [int(x) for x in g.counts] if g.counts else None
+        # A pipeline folder's results go beside it: RUN/evaluate-NAME inside a run (RUN/evaluate is the run's own
+        # results, which the report and the model card read), DIR-evaluate outside; an export stays as exported.
+        if is_pipeline_folder(p):
+            default_out = run.path / f"evaluate-{p.name}" if run else p.with_name(f"{p.name}-evaluate")
+        else:
+            default_out = run.evaluate if run else (p.parent if p.is_file() else p) / "evaluate"
         return {"images": images, "labels": labels, "classes": list(g.classes), "train_counts": counts,
                 "counts_from": "generator checkpoint" if counts else "", "protocol": protocol,
-                "default_out": run.evaluate if run else p.with_name(f"{p.name}-evaluate") if is_pipeline_folder(p)
-                else (p.parent if p.is_file() else p) / "evaluate"}  # an export folder stays as exported
+                "default_out": default_out}
     if not (p.is_dir() or (p.is_file() and p.suffix == ".npz")):
         raise LtaugError(f"{p} is neither a folder, an npz file nor a generator checkpoint")
     ds = read_synthetic(p)
@@ -262,7 +267,7 @@ def evaluate(source: str | os.PathLike, cfg: EvaluateConfig, sampling: Optional[
         ref_f, _, ref_cache = inc.cached_features(net, ref_images, name=f"{reference}-{reference_split}",
                                                   batch_size=cfg.batch_size, progress=progress)
         gen_f, probs, _ = inc.cached_features(net, images, name="generated", batch_size=cfg.batch_size,
-                                              logits=want_is, progress=progress, folder=out / "cache")
+                                              logits=want_is, progress=progress)  # the user cache, not the run
         protocol["reference_cache"] = str(ref_cache)
         kw = dict(k=cfg.pr_k, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=seed,
                   device=device)

@@ -267,7 +267,7 @@ def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_siz
     """`extract` with a cache file keyed by content hash + mode + weights hash + resolution + N (`name` is only a
     readable prefix). The file goes to `folder` (default cache_dir()/fid-stats); a set already cached in the user
     cache (e.g. a reference evaluated against itself) is read from there. It holds `feats` [N, 2048] float32,
-    `mu`, `sigma` and, when computed, `probs`; a file without `probs` is recomputed when logits are asked for.
+    `mu` (float32) and, when computed, `probs`; a file without `probs` is recomputed when logits are asked for.
     Returns (feats, probs or None, cache path).
     """
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
@@ -285,9 +285,9 @@ def cached_features(net: FeatureNet, images: np.ndarray, *, name: str, batch_siz
                 pass  # a torn or foreign file: recompute and replace it
     feats, probs = extract(net, images, batch_size=batch_size, logits=logits, progress=progress,
                            desc=f"inception {name}")
-    arrays = {"feats": feats}
-    if len(feats) >= 2:
-        arrays["mu"], arrays["sigma"] = feats.mean(0), np.cov(feats.astype(np.float64), rowvar=False)
+    # The features and their float32 mean: KID, precision / recall and FID all start from the features (FID
+    # computes its covariance from them in float64), so a 2048 x 2048 covariance (33 MB in float64) is not stored.
+    arrays = {"feats": feats, "mu": feats.mean(0, dtype=np.float64).astype(np.float32)}
     if probs is not None:
         arrays["probs"] = probs
     buf = io.BytesIO()
