@@ -46,12 +46,14 @@ def test_builtin_sweeps_are_valid():
 
 
 def test_every_yaml_in_the_readme_runs_as_shown(tmp_path):
-    """Each ```yaml block of README.md is a sweep file load_sweep accepts (or, without `space`, a recipe)."""
+    """Each ```yaml block of README.md and docs/usage.md is a sweep file load_sweep accepts (or, without `space`,
+    a recipe)."""
     import re
 
     from ltaug.config import load_recipe
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    text = "\n".join((root / name).read_text() for name in ("README.md", "docs/usage.md"))
     blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
     assert blocks
     for i, block in enumerate(blocks):
