@@ -26,9 +26,9 @@ import time
 
 import torch
 
-# The form whose step cost these cases measure (the DiffROP defaults before issue 16: the negative branch has a
-# gradient, so two-pass and active-only differ); the new default (stop_grad negative) costs the `negative` case.
-PRE16 = dict(stop_grad="positive", negatives="uniform", pair_weight="none", tau="increasing", t_max=1.0)
+# The form whose step cost these cases measure (DiffROP's original form: the negative branch has a gradient, so
+# two-pass and active-only differ); the shipped default (stop_grad negative) costs the `negative` case.
+ORIGINAL_FORM = dict(stop_grad="positive", negatives="uniform", pair_weight="none", tau="increasing", t_max=1.0)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -75,7 +75,7 @@ def main() -> None:
         bf16 = diffrop.pop("bf16", False)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = LOSSES[loss](net, sched, x0, y, torch.Generator().manual_seed(seed),
-                               diffrop=DiffropConfig(gamma=0.1, margin=margin, **{**PRE16, **diffrop}), **base)
+                               diffrop=DiffropConfig(gamma=0.1, margin=margin, **{**ORIGINAL_FORM, **diffrop}), **base)
         opt.zero_grad(set_to_none=True)
         out["loss"].mean().backward()
         opt.step()

@@ -3,16 +3,16 @@
 DDIM synthesis img/s (fp32 against bf16) with the projected time of 50,000 images. One JSON line per measurement;
 ratios are against baselines measured in the same process on the same card.
 
-Prepared on the CPU for a session that the device tool lends a machine (15 minutes of device time in all): copy the
-real data into an ignored folder of the working tree, carry it, run once:
+Made to fit a short loan of a GPU machine (about 8 minutes): copy the real data into an ignored folder of the working
+tree, take it along to the GPU machine, run once:
 
     echo /.bench-data/ >> .git/info/exclude && mkdir -p .bench-data && \
         cp ../shared/data/cifar10_lt_r100_train.npz .bench-data/
-    # device run, carry [".bench-data"], timeout 540:
+    # on the GPU machine, with .bench-data/ copied along, time limit 540 s:
     PYTHONUNBUFFERED=1 python benchmarks/bench_gpu.py --data .bench-data/cifar10_lt_r100_train.npz \
         --out $OUT/bench_gpu.jsonl --budget-s 480
 
-(diffusers is the only runtime dependency a bare GPU machine may lack: carry its wheel as the device notes say.)
+(diffusers is the only runtime dependency a bare GPU machine may lack: bring its wheel.)
 A CPU smoke run: `python benchmarks/bench_gpu.py --device cpu --preset tiny --batch 8 --steps 2 --synth-n 4
 --synth-steps 2 --no-compile`.
 
@@ -21,7 +21,7 @@ Cases (method.md §3 pass counts: a DDPM step is 3 units, the two-pass diffrop s
   diffrop-two-pass    the straightforward step: the negative prediction with a graph, a second call (the baseline)
   diffrop-batched     the same loss, positive and negative predictions in one call of N + kN images
   diffrop-active-only the negative pass without graph, then with one only for pairs the hinge still penalizes
-Goals (issue: performance): the bf16 diffrop step >= 3x the fp32 two-pass step; 50,000 guided samples < 10 min.
+Goals (what the GPU path is for): the bf16 diffrop step >= 3x the fp32 two-pass step; 50,000 guided samples < 10 min.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ PEAK_TFLOPS = {"H100": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
                "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}}
 
 
-# The form whose step cost these cases measure (the DiffROP defaults before issue 16: the negative branch has a
-# gradient, so two-pass and active-only differ); the new default (stop_grad negative) costs the `negative` case.
-PRE16 = dict(stop_grad="positive", negatives="uniform", pair_weight="none", tau="increasing", t_max=1.0)
+# The form whose step cost these cases measure (DiffROP's original form: the negative branch has a gradient, so
+# two-pass and active-only differ); the shipped default (stop_grad negative) costs the `negative` case.
+ORIGINAL_FORM = dict(stop_grad="positive", negatives="uniform", pair_weight="none", tau="increasing", t_max=1.0)
 
 def emit(rec: dict, sink) -> None:
     line = json.dumps(rec)
@@ -155,8 +155,8 @@ def main() -> None:
         d = LOSSES["diffrop"](base_net, sched, x0, y, torch.Generator().manual_seed(1), measure_only=True,
                               **loss_kw)["D"]
     margin = float(torch.nanquantile(d.float().cpu(), 0.5))
-    two_pass = DiffropConfig(gamma=0.1, margin=margin, active_only=False, **PRE16)
-    active_only = DiffropConfig(gamma=0.1, margin=margin, active_only=True, **PRE16)
+    two_pass = DiffropConfig(gamma=0.1, margin=margin, active_only=False, **ORIGINAL_FORM)
+    active_only = DiffropConfig(gamma=0.1, margin=margin, active_only=True, **ORIGINAL_FORM)
 
     losses = {
         "ddpm": lambda net, x0, y, g: LOSSES["ddpm"](net, sched, x0, y, g, **loss_kw),

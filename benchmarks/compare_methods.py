@@ -1,4 +1,4 @@
-"""DDPM, CBDM and DiffROP side by side under one protocol, over paired seeds (issue 16: the tail claim).
+"""DDPM, CBDM and DiffROP side by side under one protocol, over paired seeds: does a method help the tail?
 
 Scales:
   toy      the 2-D Gaussian toy of method.md §3 (seconds): energy distance of each method's tail samples to the true

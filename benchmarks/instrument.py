@@ -1,4 +1,4 @@
-"""The 2-D instrument's studies (ltaug/instrument.py; issue 16):
+"""The 2-D instrument's studies (ltaug/instrument.py):
 
   screen  overlap forms, CBDM and class-balanced resampling against DDPM on a few screening seeds
   final   the chosen forms against DDPM on fresh paired seeds (A and B share seed, data, init and batches)
@@ -37,8 +37,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
 WS = (0.0, 1.0)
 
-# The forms compared: name -> (loss, class_power, diffrop options). `old default` is the shipped form before issue
-# 16 with its margin calibrated on the model (margin auto), so that its hinge acts as intended at this scale.
+# The forms compared: name -> (loss, class_power, diffrop options). `old default` is DiffROP's original form (the
+# earlier shipped default) with its margin calibrated on the model (margin auto), so that its hinge acts as intended
+# at this scale.
 OLD = dict(variant="hinge", tau="increasing", negatives="uniform", stop_grad="positive", pair_weight="none",
            t_min=0.0, t_max=1.0, margin="auto")
 FORMS = {

@@ -1,4 +1,4 @@
-"""A multi-class 2-D instrument that tells generator losses apart in seconds on one CPU thread (issue 16).
+"""A multi-class 2-D instrument that tells generator losses apart in seconds on one CPU thread.
 
 Ten Gaussian classes with a long-tailed profile (400 down to 4 points, method.md §4's exponential profile) in one of
 three layouts: `inside` (each tail class sits inside a head class's region), `between` (each tail class sits

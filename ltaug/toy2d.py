@@ -54,7 +54,7 @@ def train_toy(loss: str, margin: float = 0.02, steps: int = 800, seed: int = 0, 
     net = ToyMLP()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed + 1)
-    # The form this toy documents (the DiffROP defaults before issue 16), pinned so that new defaults leave it as is.
+    # The form this toy documents (DiffROP's original form), pinned so that changed defaults leave it as is.
     section = DiffropConfig(**{"tau": "increasing", "negatives": "uniform", "stop_grad": "positive",
                                "pair_weight": "none", "t_max": 1.0, "margin": margin, "gamma": gamma,
                                **(diffrop or {})})

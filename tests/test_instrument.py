@@ -1,4 +1,4 @@
-"""The tail gate (issue 16): on a small setting of the 2-D instrument (the `inside` layout, 1500 steps, seeds 0-2),
+"""The tail gate: on a small setting of the 2-D instrument (the `inside` layout, 1500 steps, seeds 0-2),
 the shipped DiffROP default (with margin auto) leaves no few-shot class worse than DDPM beyond seed noise, with and
 without guidance.
 
@@ -22,7 +22,7 @@ from ltaug.instrument import FEW, TrainSpec, evaluate, generator_config, make_la
 from ltaug.stats import paired
 
 SEEDS = (0, 1, 2)
-SPEC = TrainSpec()  # 1500 steps at batch 1024: DDPM has converged (README, The instrument)
+SPEC = TrainSpec()  # 1500 steps at batch 1024: DDPM has converged (docs/results.md, The instrument)
 OLD = dict(variant="hinge", tau="increasing", negatives="uniform", stop_grad="positive", pair_weight="none",
            t_min=0.0, t_max=1.0, margin="auto")
 
@@ -45,7 +45,7 @@ def harms(ddpm: list, other: list, counts: list) -> list[str]:
     {w: per-class ED} per seed, paired by position. Two kinds of harm: systematic (the 95% interval of the paired
     difference above zero, by more than 10% of DDPM's mean) and a blow-up on one seed (more than 3x DDPM's distance
     plus 0.02, the estimator's floor at 300 samples). Thresholds from the instrument: the shipped default's worst
-    pair is 2.3x DDPM's, the pre-16 default's 6.5x (class 9, seed 1, w = 1)."""
+    pair is 2.3x DDPM's, the original form's 6.5x (class 9, seed 1, w = 1)."""
     worse = []
     for w in (0.0, 1.0):
         for c in (c for c, n in enumerate(counts) if n < FEW):

@@ -1,4 +1,4 @@
-"""Full disks and read-only folders (issue 15, cases 8 and 9): one message naming the folder and the space needed,
+"""Full disks and read-only folders: one message naming the folder and the space needed,
 exit status 1, nothing torn, and a later run with space resumes cleanly; a read-only output folder is refused by
 name before anything is written.
 

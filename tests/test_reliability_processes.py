@@ -1,4 +1,4 @@
-"""Concurrent writers, kills and clusters, with real processes (issue 15, cases 1, 5, 6, 7, 12).
+"""Concurrent writers, kills and clusters, with real processes.
 
 Two writers on one folder (the second refuses at once, naming the first), a checkpoint half-written by a process
 killed with SIGKILL (cleaned on resume), empty and truncated PNGs that have their manifest line (redrawn on resume),

@@ -73,6 +73,6 @@ def run_cmd(
     if not set(measured) & {"fid", "kid", "is", "pr"}:  # say what was not measured, and how to get it
         console.print(f"generator measured by evaluate.metrics = {measured or 'nothing'}; for FID / KID / "
                       "precision-recall add --set 'evaluate.metrics=[fid,kid,pr,overlap]' (offline with the Inception "
-                      "weights: README, Evaluation)", markup=False, highlight=False)
+                      "weights: docs/usage.md, Evaluation)", markup=False, highlight=False)
     console.print(f"report: [bold]{escape(str(run.report))}[/]")
     emit_json({**summary, "report": str(run.report)})

@@ -102,7 +102,7 @@ class GeneratorConfig(Section):
                              "diffusion_pytorch_model.safetensors, or a pipeline folder with unet/) or a Hub id; its "
                              "architecture replaces the preset, a zero class embedding (classes + null) is added; "
                              "empty = train from scratch", flag="--init-from")
-    loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, README Results)", choices=LOSSES)
+    loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, docs/results.md)", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
     batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1,
                          max=MAX_BATCH)

