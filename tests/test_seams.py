@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +232,62 @@ def test_plots_show_class_names_with_dollar_signs_literally(tmp_path):
     plot_per_class_accuracy([0.5, 0.2, None], names, [50, 10, 2], tmp_path / "p.png", title="top-1 $")
     plot_overlap(np.eye(3), names, tmp_path / "o.png")
     assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("h.png", "p.png", "o.png"))
+
+
+# ----------------------------------------------------------------------------------------------- the map of the code
+
+
+def _tree_entries(text: str) -> dict[str, str]:
+    """The `ltaug/` tree of docs/architecture.md as {top-level name: its text}: an entry starts at a line indented
+    by two spaces (`  data/ ...`, `  files.py ...`) and runs until the next one."""
+    block = re.search(r"^```\nltaug/\n(.*?)^```", text, re.S | re.M)
+    assert block, "docs/architecture.md has no ```ltaug/ tree block"
+    entries: dict[str, str] = {}
+    name = None
+    for line in block.group(1).splitlines():
+        m = re.match(r"^  (\S+)", line)
+        if m:
+            name = m.group(1)
+            entries[name] = ""
+        elif re.match(r"^\S", line):  # recipes/, tests/, ...: outside ltaug/
+            name = None
+        if name is not None:
+            entries[name] += line + "\n"
+    return entries
+
+
+def _unlisted_modules(text: str, root) -> list[str]:
+    """Modules under ltaug/ that docs/architecture.md does not name in the tree: a top-level module by its file name
+    anywhere in the tree, a package's module by its file name inside that package's entry; also a file name listed
+    twice in one package's entry."""
+    entries = _tree_entries(text)
+    tree = "".join(entries.values())
+    problems = []
+    for path in sorted((root / "ltaug").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        rel = path.relative_to(root / "ltaug")
+        word = re.compile(r"(?<![\w./])" + re.escape(path.name) + r"(?!\w)")
+        if len(rel.parts) == 1:
+            if not word.search(tree):
+                problems.append(f"ltaug/{rel} is not in the tree")
+            continue
+        entry = entries.get(rel.parts[0] + "/", "")
+        found = len(word.findall(entry))
+        if found == 0:
+            problems.append(f"ltaug/{rel} is not in the {rel.parts[0]}/ entry")
+        elif found > 1:
+            problems.append(f"ltaug/{rel} is listed {found} times in the {rel.parts[0]}/ entry")
+    return problems
+
+
+def test_docs_architecture_names_every_module():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "architecture.md").read_text()
+    assert _unlisted_modules(text, root) == []
+    # the check can fail: a module taken out of the text (or listed twice) is reported
+    assert _unlisted_modules(text.replace("stats.py", "stats"), root) == ["ltaug/stats.py is not in the tree"]
+    assert _unlisted_modules(text.replace("agreement.py", "agreemnt.py"), root) == [
+        "ltaug/metrics/agreement.py is not in the metrics/ entry"]
+    twice = text.replace("prdc.py (blocked", "prdc.py prdc.py (blocked")
+    assert _unlisted_modules(twice, root) == ["ltaug/metrics/prdc.py is listed 2 times in the metrics/ entry"]
