@@ -40,7 +40,7 @@ from ltaug.features.evaluate import evaluate_features
 from ltaug.features.pipeline import extract_features, link_features, load_head, train_head_stage
 from ltaug.features.store import load_split
 from ltaug.features.synth import synthesize_features
-from ltaug.files import atomic_write_json, atomic_write_text, read_json
+from ltaug.files import atomic_savefig, atomic_write_json, atomic_write_text, read_json
 from ltaug.rundir import RunDir
 from ltaug.stats import mean_std, paired
 
@@ -129,7 +129,7 @@ def run_all(args) -> dict:
         link_features(shared, run)
         real_rows.append({"seed": seed, "heads": heads(base_recipe(args, [f"seed={seed}"]), run, "real", None)})
     real_loss = best_loss(real_rows)
-    rows = [r for r in results["methods"] if r["seed"] in args.seeds and r["method"] in args.methods]
+    rows = list(results["methods"])  # rows of other methods or seeds (earlier invocations) are kept
     for method in args.methods:
         for seed in args.seeds:
             if any(r["method"] == method and r["seed"] == seed for r in rows):
@@ -222,7 +222,36 @@ def report(out: Path) -> str:
                      f"{statistics.fmean(r['synth_s'] for r in mr):.1f} |")
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "results.md", text)
+    plot(out / "accuracy_by_group.png", res, chosen)
     return text
+
+
+def plot(path: Path, res: dict, chosen: dict) -> None:
+    """Test accuracy per group: the real-only head and each method's real + synthetic head, mean and 95% interval
+    over the seeds."""
+    from matplotlib.figure import Figure
+    from scipy.stats import t as student_t
+
+    series = {f"real only ({res['real_loss']})": [r["heads"][res["real_loss"]]["accuracy"] for r in res["real"]]}
+    for m, (lo, mr) in chosen.items():
+        series[f"real + {m} ({lo})"] = [r["heads"][lo]["accuracy"] for r in mr]
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for i, (name, accs) in enumerate(series.items()):
+        means, halves = [], []
+        for g in GROUPS:
+            v = [100 * a[g] for a in accs if a.get(g) is not None]
+            means.append(statistics.fmean(v) if v else 0.0)
+            halves.append(student_t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1
+                          else 0.0)
+        ax.bar([j + i * width for j in range(len(GROUPS))], means, width, yerr=halves, capsize=2, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(GROUPS))], GROUPS)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{res['args']['dataset']}-LT, feature space ({res['args']['backbone']}): mean and 95% interval "
+                 f"over {len(res['real'])} seeds", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    atomic_savefig(fig, path, dpi=130)
 
 
 def main() -> None:
