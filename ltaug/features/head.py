@@ -35,7 +35,7 @@ class Head:
     def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         out = []
         for i in range(0, len(x), batch):
-            xb = (torch.from_numpy(np.asarray(x[i:i + batch], dtype=np.float32)) - self.mean) / self.std
+            xb = (torch.from_numpy(np.array(x[i:i + batch], dtype=np.float32)) - self.mean) / self.std
             out.append(self.linear(xb) * self.logit_scale)
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -60,7 +60,7 @@ def train_head(x: np.ndarray, y: np.ndarray, synthetic: np.ndarray, real_counts:
     linear = NormedLinear(d, c) if ldam else torch.nn.Linear(d, c)
     scale = cfg.ldam_s if ldam else 1.0
     mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-    xs = (torch.from_numpy(np.asarray(x, dtype=np.float32)) - mean_t) / std_t
+    xs = (torch.from_numpy(np.array(x, dtype=np.float32)) - mean_t) / std_t  # a copy: x may be a read-only map
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
     w = torch.where(torch.from_numpy(np.asarray(synthetic, dtype=bool)), cfg.synthetic_weight, 1.0).float()
     loss_fn = make_loss(cfg, counts.tolist(), fcfg.head_epochs, "cpu", scale)
