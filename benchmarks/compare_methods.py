@@ -203,10 +203,17 @@ def toy_table(rows: list[dict], methods: list[str]) -> str:
 # ----------------------------------------------------------------------------------------------- images
 
 
+# The long-tailed subset follows the seed (data.subset_seed = seed), so the intervals include which images were drawn;
+# --fixed-subset keeps subset 0 for every seed (how the records before this rule were made).
+SUBSET_FOLLOWS_SEED = True
+
+
 def _recipe(base: str, sets: list[str], seed: int, method: str | None = None, extra: tuple = ()):
     from ltaug.config import load_recipe
 
-    return load_recipe(base, list(sets) + [f"seed={seed}"] + (METHOD_SETS[method] if method else []) + list(extra))
+    subset = [f"data.subset_seed={seed}"] if SUBSET_FOLLOWS_SEED else []
+    return load_recipe(base, subset + list(sets) + [f"seed={seed}"] + (METHOD_SETS[method] if method else [])
+                       + list(extra))
 
 
 def _classifier(recipe, run, name: str, synthetic: list[Path], loss: str) -> dict:
@@ -275,7 +282,7 @@ def run_images(base: str, seeds: list[int], methods: list[str], out: Path, sets:
                    "lt_loss": lt_loss, "stages_s": summary["stages"],
                    "kid": {g: (ev.get(g) or {}).get("kid") for g in GROUPS},
                    "fid": {g: (ev.get(g) or {}).get("fid") for g in GROUPS},
-                   "judge": judge_synth(judge, run.synth)}
+                   "judge": judge_synth(judge, run.synth), "judge_real": judge_real(judge, recipe)}
             print(json.dumps(row), flush=True)
             rows.append(row)
             _record_partial(out / "results.partial.json", seeds, sets, row)
@@ -305,6 +312,21 @@ def judge_synth(judge: Path, synth: Path) -> dict:
     counts = real_counts(synth, ds.classes)
     probs = predict_proba(model, meta, ds.images)[:, [meta["classes"].index(c) for c in ds.classes]]
     summary = leakage_summary(overlap_matrix(probs, ds.labels, len(counts)), counts)
+    return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")} for g in GROUPS[1:]}
+
+
+def judge_real(judge: Path, recipe) -> dict:
+    """The same reading of the real test images of each group (what the judge does to real data), beside its reading
+    of the synthetic ones: a tail class the judge misreads when real says nothing about the generator."""
+    from ltaug.classify.checkpoint import load_classifier, predict_proba
+    from ltaug.data import load_from_config
+    from ltaug.metrics.overlap import leakage_summary, overlap_matrix
+
+    model, meta = load_classifier(judge)
+    test = load_from_config(recipe.data, "test")
+    counts = load_from_config(recipe.data).counts
+    probs = predict_proba(model, meta, test.images)[:, [meta["classes"].index(c) for c in test.classes]]
+    summary = leakage_summary(overlap_matrix(probs, test.labels, len(counts)), counts)
     return {g: {k: (summary.get(g) or {}).get(k) for k in ("agreement", "leakage_into_head")} for g in GROUPS[1:]}
 
 
@@ -524,12 +546,17 @@ def main() -> None:
     ap.add_argument("--toy-margins", type=float, nargs="+", default=None,
                     help="toy only: scan these DiffROP margins (with --toy-w) instead of comparing methods")
     ap.add_argument("--toy-w", type=float, nargs="+", default=[0.0, 1.0], help="guidance weights of the margin scan")
+    ap.add_argument("--fixed-subset", action="store_true",
+                    help="every seed on long-tailed subset 0 (the protocol of the records made before the subset "
+                         "followed the seed)")
     ap.add_argument("--finished-only", action="store_true",
                     help="tables from the finished (method, seed) runs only, starting none: a comparison still "
                          "under way (paired statistics over the seeds where both methods finished)")
     ap.add_argument("--report-only", action="store_true",
                     help="mnist/cifar10: rebuild results.md and the figures from OUT/results.json")
     args = ap.parse_args()
+    global SUBSET_FOLLOWS_SEED
+    SUBSET_FOLLOWS_SEED = not args.fixed_subset
     for d in args.define:
         name, _, sets = d.partition("=")
         METHOD_SETS[name] = [x for x in sets.split(",") if x]
