@@ -22,7 +22,6 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 from PIL import Image
-from tensorboardX import SummaryWriter
 
 from ltaug.config.logging import LoggingConfig
 from ltaug.device import is_main_process
@@ -49,7 +48,7 @@ class Curves:
                  config: Optional[dict] = None, resume_step: int = 0, main: Optional[bool] = None) -> None:
         self.cfg, self.stage_dir, self.jsonl = cfg, Path(stage_dir), Path(jsonl)
         self.main = is_main_process() if main is None else main
-        self.tb: Optional[SummaryWriter] = None
+        self.tb: Any = None  # tensorboardX's SummaryWriter, when chosen
         self.wandb: Any = None  # the wandb module, when chosen
         self.wandb_run: Any = None
         if not self.main:
@@ -64,7 +63,7 @@ class Curves:
             # truncate) the first session's file, so each session's file also carries its sequence number.
             tb_dir = self.stage_dir / TB_DIR
             session = len(list(tb_dir.glob("events.out.tfevents.*"))) if tb_dir.is_dir() else 0
-            self.tb = SummaryWriter(logdir=str(tb_dir), filename_suffix=f".{session:04d}",
+            self.tb = _tensorboard().SummaryWriter(logdir=str(tb_dir), filename_suffix=f".{session:04d}",
                                     purge_step=resume_step + 1 if resume_step > 0 else None)
 
     # ---------------------------------------------------------------------------------------------------- records
@@ -138,6 +137,8 @@ class Curves:
 def require_backends(cfg: LoggingConfig) -> Any:
     """Check that the chosen backends can be used, before a stage writes anything; return the wandb module when
     chosen (an optional dependency: imported only when a recipe asks for it), else None."""
+    if "tensorboard" in cfg.extra:
+        _tensorboard()
     if "wandb" not in cfg.extra:
         return None
     try:
@@ -148,3 +149,15 @@ def require_backends(cfg: LoggingConfig) -> Any:
         raise LtaugError("logging.backends has wandb, but the wandb package is not installed: pip install "
                          "'ltaug[wandb]' (or drop wandb from logging.backends, e.g. --set "
                          "'logging.backends=[jsonl, tensorboard]')") from None
+
+
+def _tensorboard() -> Any:
+    """tensorboardX, imported when a recipe chooses it (so a missing package is one message, not an ImportError)."""
+    try:
+        return importlib.import_module("tensorboardX")
+    except ModuleNotFoundError as e:
+        if e.name != "tensorboardX":
+            raise
+        raise LtaugError("logging.backends has tensorboard, but the tensorboardX package is not installed: pip "
+                         "install tensorboardX (or drop tensorboard from logging.backends, e.g. --set "
+                         "'logging.backends=[jsonl]')") from None

@@ -9,14 +9,17 @@
                                                              results), dataset, class counts, loss, metrics with their
                                                              protocol, the recipe (config.yaml)
 
-The whole folder is built in a temporary sibling and renamed into place (it appears whole or not at all). An existing
-OUT is replaced only when it is a previous export (it holds ltaug.json and model_index.json); any other non-empty
-folder is refused. `push_to_hub(OUT, REPO_ID)` uploads exactly that folder.
+The whole folder is built in a temporary sibling and renamed into place (it appears whole or not at all), under OUT's
+lock (a second export into OUT refuses); a re-run removes what a killed export left beside OUT. An existing OUT is
+replaced only when it is a previous export (it holds ltaug.json and model_index.json); any other non-empty folder
+is refused. Nothing is copied through a symbolic link in the run (check_sources). `push_to_hub(OUT, REPO_ID)`
+uploads exactly that folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -28,6 +31,7 @@ from ltaug.diffusion.pipeline_folder import LTAUG_JSON, MODEL_INDEX, write_pipel
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_text, read_json
 from ltaug.hub import hub_offline, parse_hub_id
+from ltaug.locks import FolderLock
 from ltaug.rundir import RunDir
 
 TIMM_FILES = ("config.json", "model.safetensors")
@@ -71,6 +75,33 @@ def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None,
     ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else run.path)
     out_dir = Path(out) if out is not None else default_out(run)
     check_out(out_dir)
+    check_sources(run)
+    with FolderLock(out_dir, "ltaug export"):  # one writer; what a killed export left is repaired under it
+        return _export(run, ckpt, ema, out_dir)
+
+
+def check_sources(run: RunDir) -> None:
+    """Refuse a run whose files that an export copies (the generator folder, classifier folders, the recipe and the
+    metrics) are or pass through symbolic links: an export (and --push-to-hub) holds only what the run holds."""
+    def refuse(p: Path) -> None:
+        raise LtaugError(f"{p} is a symbolic link (to {os.readlink(p)}) in run {run.path}; ltaug export copies only "
+                         "files that are inside the run and never follows links there (what it copies may be "
+                         "uploaded with --push-to-hub): replace the link with the file itself, or remove it")
+
+    for top in [run.generator, run.evaluate, *sorted(run.path.glob("classifier-*"))]:
+        if top.is_symlink():
+            refuse(top)
+        for root, dirs, files in os.walk(top):  # os.walk never descends into a linked folder: each is listed
+            for name in dirs + files:
+                if (Path(root) / name).is_symlink():
+                    refuse(Path(root) / name)
+    for p in (run.config, run.summary):
+        if p.is_symlink():
+            refuse(p)
+
+
+def _export(run: RunDir, ckpt: Path, ema: bool, out_dir: Path) -> Path:
+    check_out(out_dir)
     gen = load_generator(ckpt, ema=ema)
     recipe = run.recipe()
     meta = {**gen.meta, "step": gen.step, "ema": ema, "checkpoint": run.relative(ckpt),
@@ -91,6 +122,7 @@ def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None,
                                                  classifiers=sorted(p.name for p in tmp.glob("classifier-*")),
                                                  license=license))
 
+    # the lock made OUT (empty) if it was missing: an empty folder is not a previous export
     exported = write_pipeline(gen.net, meta, out_dir, variance=recipe.synth.variance, extras=extras)
     run.log(f"export: {run.relative(ckpt)} ({'EMA' if ema else 'raw'} weights) -> {exported}")
     return exported

@@ -5,7 +5,9 @@ Every flag that takes a run, a pipeline folder or a classifier (`synthesize RUN`
 
 - an existing local path is always local;
 - `hf://OWNER/NAME[@REVISION]` is always the Hub;
-- `OWNER/NAME[@REVISION]` that is not a local path is the Hub.
+- `OWNER/NAME[@REVISION]` that is not a local path is the Hub, unless OWNER is a local folder (`runs/00001-mnst`
+  with a `runs/` here is a mistyped local run, answered as a missing local folder with the closest names there);
+- `hf:OWNER/NAME` or `hf:/OWNER/NAME` (a mistyped `hf://`) is refused, naming the right spelling.
 
 Hub repositories are fetched with `huggingface_hub.snapshot_download` into its cache, so `HF_HUB_OFFLINE=1` works
 from the cache and says so clearly when the repository is not there.
@@ -13,6 +15,7 @@ from the cache and says so clearly when the repository is not there.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -30,7 +33,10 @@ def parse_hub_id(ref: str) -> Optional[tuple[str, Optional[str]]]:
     forced = text.startswith(HUB_PREFIX)
     if forced:
         text = text[len(HUB_PREFIX):]
-    elif Path(text).expanduser().exists():
+    elif text.startswith("hf:") and not Path(text).expanduser().exists():
+        raise LtaugError(f"{ref}: a Hub reference is hf://OWNER/NAME (two slashes) or OWNER/NAME; a local path "
+                         "names an existing file or folder")
+    elif Path(text).expanduser().exists() or Path(text.split("/", 1)[0]).expanduser().is_dir():
         return None
     m = _HUB_ID.match(text)
     if not m:
@@ -52,7 +58,8 @@ def resolve(ref: str | os.PathLike, *, flag: str, allow_patterns: Optional[list[
     if hub is None:
         path = Path(ref).expanduser()
         if not path.exists():
-            raise LtaugError(f"{flag} {ref}: no such file or folder (give a local path, or a Hub id OWNER/NAME)")
+            raise LtaugError(f"{flag} {ref}: no such file or folder{closest_hint(path)} (give a local path, or a "
+                             "Hub id OWNER/NAME)")
         return path
     repo_id, revision = hub
     from huggingface_hub import snapshot_download  # noqa: PLC0415  (only when a Hub id is given)
@@ -70,3 +77,13 @@ def resolve(ref: str | os.PathLike, *, flag: str, allow_patterns: Optional[list[
     except HfHubHTTPError as e:
         raise LtaugError(f"{flag} {ref}: the Hub refused {repo_id} ({e}); check the id and your token "
                          "(`hf auth login`), or pass a local folder") from e
+
+
+def closest_hint(path: Path) -> str:
+    """'; did you mean runs/00001-mnist?' from the names beside a missing path (empty when none is close)."""
+    try:
+        names = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    near = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"; did you mean {path.parent / near[0]}?" if near else ""

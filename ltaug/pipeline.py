@@ -26,6 +26,7 @@ from ltaug.device import resolve_device
 from ltaug.diffusion.checkpoint import list_checkpoints, load_generator
 from ltaug.diffusion.train import train_generator
 from ltaug.errors import LtaugError
+from ltaug.features.pipeline import feature_stages, feature_summary
 from ltaug.files import atomic_write_json, read_json
 from ltaug.locks import holds_lock
 from ltaug.metrics.agreement import judge_agreement
@@ -163,6 +164,7 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
                  reuse_generator: Optional[str] = None, reuse_synth: Optional[str] = None,
                  tune_metric: Optional[str] = None, resume: bool = True,
                  real_classifier: Optional[str | Path] = None, judge: Optional[str | Path] = None,
+                 shared_features: Optional[str | Path] = None,
                  stages: Optional[Collection[str]] = None) -> dict:
     """Run every stage of `recipe` in run_dir (created if needed); returns the summary (also summary.json).
 
@@ -173,6 +175,8 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     records with the `judge`'s agreement at each checkpoint (val_agreement.<group>) and the synthetic-data
     classifier's per-epoch validation accuracy (val_accuracy.<group>); never a test-set number. stages: run only
     these of STAGES (a sweep trial: up to the last report its metric needs); None runs them all.
+    shared_features: (generator.space features) a run folder whose backbone features this run links instead of
+    computing them (sweeps: `ltaug.features.pipeline.prepare_features`).
     """
     run = RunDir(run_dir)
     if run.exists() and resume:
@@ -197,6 +201,13 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
         run.finish_stage(name, timings[name], result if isinstance(result, dict) and _jsonable(result) else None)
         return result
 
+    if recipe.generator.space == "features":
+        feature_stages(recipe, run, stage, progress=progress, report=_only_with(report, tune_metric),
+                       shared_features=str(shared_features) if shared_features else None)
+        summary = feature_summary(run, timings)
+        build_report(run.path)
+        _final_report(report, summary, tune_metric)
+        return summary
     generator_from = RunDir(reuse_generator) if reuse_generator else run
     if not reuse_generator:
         gen_report = _generator_tune_report(report, Path(judge) if judge else None, recipe, tune_metric)
@@ -214,11 +225,29 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, 
     summary = summarize(run, timings, real_dir)
     if stages is None or "report" in stages:
         build_report(run.path)
-    if report is not None:  # the trial's final report: validation numbers only (sweeps never choose on test)
-        final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
-        if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric
-            report(final, None)
+    _final_report(report, summary, tune_metric)
     return summary
+
+
+def _final_report(report: Optional[ReportFn], summary: dict, tune_metric: Optional[str]) -> None:
+    """The trial's final report: validation numbers only (sweeps never choose on test)."""
+    if report is None:
+        return
+    final = {f"val_accuracy.{g}": v for g, v in (summary["val_accuracy_synth"] or {}).items() if v is not None}
+    if tune_metric is None or tune_metric in final:  # else the generator's last report holds the metric
+        report(final, None)
+
+
+def _only_with(report: Optional[ReportFn], metric: Optional[str]) -> Optional[ReportFn]:
+    """Forward only the records that carry the sweep's metric (Tune requires it in every report)."""
+    if report is None:
+        return None
+
+    def forward(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        if metric is None or metric in metrics:
+            report(metrics, checkpoint_dir)
+
+    return forward
 
 
 def _jsonable(obj: Any) -> bool:
@@ -247,7 +276,7 @@ def summarize(run: RunDir, timings: dict[str, float], real_dir: Optional[Path] =
                 gen_metrics[f"{k}.{g}" if g != "overall" else k] = entry[k]
     leakage = (ev.get("overlap") or {}).get("leakage") or {}
     for g in GROUPS:
-        for k in ("agreement", "leakage_into_head"):
+        for k in ("agreement", "judge_accuracy_real", "leakage_into_head"):
             v = (leakage.get(g) or {}).get(k)
             if isinstance(v, (int, float)):
                 gen_metrics[f"{k}.{g}"] = v

@@ -117,7 +117,8 @@ def _fmt_gain(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:+.1f}"
 
 
-METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "is")
+METRIC_NAMES = ("fid", "kid", "fd", "precision", "recall", "density", "coverage", "is", "agreement",
+                "real_agreement", "leakage_into_head", "real_leakage_into_head")
 
 
 def _metrics_rows(evaluation: dict | None) -> list[tuple[str, str, str]]:
@@ -133,9 +134,32 @@ def _metrics_rows(evaluation: dict | None) -> list[tuple[str, str, str]]:
     leakage = (evaluation.get("overlap") or {}).get("leakage") or {}
     for group in GROUPS:
         entry = leakage.get(group) or {}
-        rows += [(name, group, f"{entry[name]:.3f}") for name in ("agreement", "leakage_into_head")
+        rows += [(name, group, f"{entry[name]:.3f}") for name in OVERLAP_NAMES
                  if isinstance(entry.get(name), (int, float))]
     return rows
+
+
+# agreement is shown beside the judge's own accuracy on real images of the same classes, never alone
+OVERLAP_NAMES = ("agreement", "judge_accuracy_real", "leakage_into_head")
+
+
+def _judge_table(evaluation: dict | None) -> str:
+    """Per class: the judge's agreement with generated images beside its accuracy on real test images."""
+    leakage = ((evaluation or {}).get("overlap") or {}).get("leakage") or {}
+    rows = leakage.get("per_class") or []
+    if not rows:
+        return ""
+    classes = (evaluation or {}).get("classes") or []
+
+    def cell(v: object) -> str:
+        return "–" if not isinstance(v, (int, float)) else f"{v:.2f}"
+
+    body = "".join(f"<tr><td>{html.escape(str(classes[r['class']] if r['class'] < len(classes) else r['class']))}"
+                   f"</td><td>{r['group']}</td><td>{cell(r.get('agreement'))}</td>"
+                   f"<td>{cell(r.get('judge_accuracy_real'))}</td></tr>" for r in rows)
+    note = html.escape(leakage.get("judge_note") or "")
+    return (f"<h2>Overlap judge per class</h2><p>{note}</p><table><tr><th>class</th><th>group</th>"
+            f"<th>agreement (generated)</th><th>judge accuracy (real test images)</th></tr>{body}</table>")
 
 
 def build_report(run_dir: str | os.PathLike) -> Path:
@@ -146,8 +170,9 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     parts: list[str] = []
     title = run.path.name
 
-    real = read_json(run.classifier("real") / "results.json")
-    synth = read_json(run.classifier("synth") / "results.json")
+    # a feature-space run compares its heads (real only / real + synthetic features); an image run its classifiers
+    real = read_json(run.head("real") / "results.json") or read_json(run.classifier("real") / "results.json")
+    synth = read_json(run.head("synth") / "results.json") or read_json(run.classifier("synth") / "results.json")
     evaluation = read_json(run.evaluate / "results.json")
     summary = read_json(run.summary) or {}
 
@@ -165,6 +190,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         body = "".join(f"<tr><td>{html.escape(m)}</td><td>{g}</td><td>{v}</td></tr>" for m, g, v in metric_rows)
         parts.append(f"<h2>Generator metrics</h2><table><tr><th>metric</th><th>group</th><th>value</th></tr>{body}"
                      f"</table><details><summary>protocol</summary><pre>{protocol}</pre></details>")
+        parts.append(_judge_table(evaluation))
     if summary.get("stages"):
         body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in summary["stages"].items())
         parts.append(f"<h2>Wall time per stage (s)</h2><table>{body}</table>")

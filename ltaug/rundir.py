@@ -5,8 +5,10 @@ A run directory is append-only and numbered like EDM's (`runs/00003-mnist_lt-dif
     config.yaml  env.json  log.txt      the resolved recipe (itself a valid recipe), versions and host, a stage log
     stages/<stage>.json                 finished pipeline stages and their wall time
     generator/                          checkpoints/, metrics.jsonl, grids/, diffusers/, calibration.json
+    features/                           cached backbone features (generator.space features: ltaug.features.store)
     synth/                              the synthetic folder (ltaug.data.synthetic)
     classifier-NAME/                    one per classifier (its own config.yaml, checkpoint.pt, results.json, ...)
+    head-NAME/                          features space: a linear head on the features (head.pt, results.json)
     evaluate/                           results.json and plots
     summary.json  report.html  report/  what `ltaug run` prints, and the self-contained report
 
@@ -57,6 +59,7 @@ class RunDir:
     generator_metrics = property(lambda self: self.generator / "metrics.jsonl")
     diffusers = property(lambda self: self.generator / "diffusers")
     calibration = property(lambda self: self.generator / "calibration.json")
+    features = property(lambda self: self.path / "features")
     synth = property(lambda self: self.path / "synth")
     evaluate = property(lambda self: self.path / "evaluate")
     summary = property(lambda self: self.path / "summary.json")
@@ -65,6 +68,10 @@ class RunDir:
 
     def classifier(self, name: str) -> Path:
         return self.path / f"classifier-{name}"
+
+    def head(self, name: str) -> Path:
+        """A classifier head on features (generator.space features): head-real, head-synth."""
+        return self.path / f"head-{name}"
 
     def stage_marker(self, stage: str) -> Path:
         return self.stages / f"{stage}.json"

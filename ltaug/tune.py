@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
+import torch
 import yaml
 from matplotlib.figure import Figure
 from ray import tune
@@ -43,7 +45,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ltaug import raycluster
 from ltaug.config import RECIPE_DIR, as_sets, load_recipe
+from ltaug.config.yamlsafe import read_yaml
 from ltaug.errors import LtaugError
+from ltaug.features.pipeline import prepare_features
 from ltaug.files import atomic_savefig, atomic_write_json
 from ltaug.locks import holds_lock
 from ltaug.pipeline import prepare_shared, run_pipeline, train_judge
@@ -80,12 +84,7 @@ def load_sweep(path: str | os.PathLike, sets: Optional[list[str]] = None) -> Swe
     if not p.is_file():
         names = ", ".join(sorted(x.stem for x in (RECIPE_DIR / "sweeps").glob("*.yaml")))
         raise LtaugError(f"sweep file '{path}' not found; built-in sweeps: {names}")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise LtaugError(f"sweep file {p}: not valid YAML ({e})") from None
-    except OSError as e:
-        raise LtaugError(f"sweep file {p}: cannot be read ({e.strerror})") from None
+    raw = read_yaml(p, f"sweep file {p}") or {}
     if not isinstance(raw, dict):
         raise LtaugError(f"sweep file {p}: expected a mapping of keys (recipe, set, metric, space, ...), got a "
                          f"{type(raw).__name__}")
@@ -116,10 +115,28 @@ def load_sweep(path: str | os.PathLike, sets: Optional[list[str]] = None) -> Swe
             raise LtaugError(f"sweep file {p}: space key '{key}' needs one of {', '.join(SPACE_KINDS)}, "
                              f"e.g. {{grid: [0.01, 0.1]}}")
         _check_dist(p, key, *next(iter(dist.items())))
-    # every swept key must exist in the recipe: resolve the base recipe with a first value of each
+    _check_points(spec, p)
+    # the swept keys together: resolve the base recipe with a first value of each
     first = load_recipe(spec.recipe, list(spec.set) + as_sets({k: _first_value(v) for k, v in spec.space.items()}))
     _check_loss_keys(spec, p, first.generator.loss)
     return spec
+
+
+def _check_points(spec: SweepSpec, p: Path) -> None:
+    """Every value a trial can take is a valid recipe value, checked before any trial starts (a bad value in a later
+    trial would otherwise fail that trial only, after the others ran): each grid / choice value and each range's
+    bounds, one key at a time on the sweep's recipe (recipe checks are per key)."""
+    for key, dist in spec.space.items():
+        kind, arg = next(iter(dist.items()))
+        values = arg if kind in ("grid", "choice") else \
+            [int(arg[0]), int(arg[1]) - 1] if kind == "randint" else [float(arg[0]), float(arg[1])]
+        for i, value in enumerate(values):
+            try:
+                load_recipe(spec.recipe, list(spec.set) + as_sets({key: value}))
+            except LtaugError as e:
+                which = f"value {i + 1} ({value!r})" if kind in ("grid", "choice") else \
+                    f"{'lower' if i == 0 else 'upper'} bound {value!r}"
+                raise LtaugError(f"sweep file {p}: space key '{key}' ({kind}), {which}: {e}") from None
 
 
 def apply_sets(raw: dict, sets: list[str]) -> dict:
@@ -291,15 +308,24 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
 
         run_pipeline(recipe, trial_dir, progress=False, report=report,
                      reuse_generator=shared.get("generator"), reuse_synth=shared.get("synth"),
-                     tune_metric=spec.metric, judge=shared.get("judge"), stages=stages)
+                     tune_metric=spec.metric, judge=shared.get("judge"), stages=stages,
+                     shared_features=shared.get("features"))
 
     return trainable
+
+
+# The URI schemes pyarrow's FileSystem.from_uri (what Ray Tune uses for storage_path) understands.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "mock")
 
 
 def storage_path(storage: str | None) -> str | None:
     """Ray Tune's storage_path from --storage: a URI (s3://, gs://, file://, ...) as given; a local path made
     absolute (pyarrow refuses a relative one) and checked writable, so a bad one fails before anything is written."""
-    if storage is None or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", storage):
+    uri = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", storage or "")
+    if uri and uri.group(1).lower() not in STORAGE_SCHEMES:
+        raise LtaugError(f"--storage {storage}: '{uri.group(1)}://' is not a storage Ray Tune can write; give a "
+                         f"local or shared path, or a URI with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+    if storage is None or uri:
         return storage
     require_writable(storage, "--storage")
     return str(Path(storage).expanduser().absolute())
@@ -315,8 +341,28 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | Non
     checkpoints (default OUT/ray); on a multi-node cluster a path every node can reach (a shared filesystem) or a
     cloud URI such as s3://bucket/sweeps."""
     raycluster.check_address(address)
+    check_resources(spec, address, num_cpus)
     return _run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, progress=progress,
                       storage=storage_path(storage))
+
+
+def check_resources(spec: SweepSpec, address: str | None, num_cpus: int | None,
+                    cluster: Optional[dict] = None) -> None:
+    """Refuse a sweep whose trials ask more CPUs or GPUs than the cluster has: Ray would wait for them forever.
+    cluster: ray.cluster_resources() once connected; before that, a local Ray's own (CPUs: --num-cpus or this
+    machine's, GPUs: torch's count); a cluster at --address is checked once joined."""
+    if cluster is None:
+        if address:
+            return
+        cluster = {"CPU": num_cpus or os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+    has = {"cpu": float(cluster.get("CPU", 0)), "gpu": float(cluster.get("GPU", 0))}
+    for key, value in spec.resources.items():
+        if value > has[key]:
+            where = f"the Ray cluster at {address}" if address else "this machine's Ray"
+            hint = "; lower it, or use a machine or cluster with GPUs" if key == "gpu" else \
+                "; lower it, or give more with --num-cpus" if not address else "; lower it"
+            raise LtaugError(f"sweep '{spec.name}': resources.{key} {value:g} per trial, but {where} has "
+                             f"{has['cpu']:g} CPU(s) and {has['gpu']:g} GPU(s): no trial could ever start{hint}")
 
 
 @holds_lock(lambda a: Path(os.path.abspath(a["out_dir"])), "ltaug tune", refuse_links=False)
@@ -327,13 +373,18 @@ def _run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, address: str | No
     stage = stages_for(list(spec.space))
     shared: dict = {}
     base = load_recipe(spec.recipe, list(spec.set))
-    if stage in ("synth", "classifier"):
+    if base.generator.space == "features":
+        if not any(k.startswith(("data.", "features.backbone", "features.resolution"))
+                   or (k.startswith("classifier.") and base.features.backbone == "run") for k in spec.space):
+            shared["features"] = str(prepare_features(base, RunDir(out / "shared"), progress=progress))
+    elif stage in ("synth", "classifier"):
         shared = prepare_shared(base, out / "shared", upto=stage, progress=progress)
     if spec.metric.startswith(("val_agreement.", "val_leakage")):  # the judge, trained once for every trial
         shared["judge"] = str(train_judge(base, RunDir(out / "shared"), progress=progress))
 
     started = raycluster.connect(address, num_cpus=num_cpus)
     try:
+        check_resources(spec, address, num_cpus, ray.cluster_resources())
         return _tune(spec, out, shared, resume, progress, storage)
     finally:
         if started:

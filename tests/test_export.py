@@ -361,7 +361,7 @@ def test_export_onto_a_read_only_or_full_disk_leaves_nothing(run, tmp_path, kind
         parent.chmod(0o500)
     try:
         r = cli("export", run, "--out", parent / "exp")
-        assert r.exit_code == 1, r.output
+        assert r.exit_code == (2 if kind == "read-only" else 1), r.output  # read-only: refused before writing
         assert "read-only" in r.output or "space" in r.output or "permission" in r.output.lower()
         assert list(parent.iterdir()) == []  # no folder, no temporary sibling
     finally:
@@ -392,3 +392,125 @@ def test_pipeline_folder_feeds_evaluate_and_init_from(run, tmp_path):
     assert record["class_embedding"] == "kept"
     with pytest.raises(LtaugError, match="generator.schedule=cosine"):
         load_init(str(export), 10, 1, 16, 50, "linear")
+
+
+# ------------------------------------------------------------------------------- hostile runs, crashes, two writers
+
+
+def _link_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of the run (links kept as links) to plant links in."""
+    return Path(shutil.copytree(run, tmp_path / "run", symlinks=True, ignore=shutil.ignore_patterns("export")))
+
+
+@pytest.mark.parametrize("planted", ["grid", "classifier"])
+def test_export_never_copies_a_file_through_a_link(run, tmp_path, planted):
+    copy = _link_run(run, tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"private key material")
+    if planted == "grid":  # the newest class grid, a link to a file outside the run
+        grid = sorted((copy / "generator" / "grids").glob("grid-*.png"))[-1]
+        grid.unlink()
+        link = grid
+    else:  # a classifier's timm weights, a link to a file outside the run
+        clf = copy / "classifier-x"
+        clf.mkdir(exist_ok=True)
+        (clf / "config.json").write_text('{"architecture": "resnet32_cifar"}')
+        link = clf / "model.safetensors"
+    link.symlink_to(secret)
+    out = tmp_path / "exp"
+    r = cli("export", copy, "--out", out)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    text = " ".join(r.output.split())
+    assert "symbolic link" in text and link.name in text, text
+    assert not out.exists() and not list(tmp_path.glob(".exp*"))  # nothing written, nothing copied
+    assert secret.read_bytes() == b"private key material"
+
+
+def test_a_rerun_repairs_what_a_killed_export_left(run, tmp_path):
+    out = tmp_path / "exp"
+    assert cli("export", run, "--out", out).exit_code == 0
+    # killed between moving the previous export aside and renaming the new one in: .exp.old (the previous export)
+    # and .exp.tmp (the new one, whole or half-built), and no exp
+    old, tmp = tmp_path / ".exp.old", tmp_path / ".exp.tmp"
+    out.rename(old)
+    shutil.copytree(old, tmp)
+    (tmp / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"torn")
+    r = cli("export", run, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # nothing left beside it
+    from ltaug import ClassConditionalPipeline
+
+    assert ClassConditionalPipeline.from_pretrained(out).num_classes == 10
+    # links planted under the names an export uses beside OUT are removed, never followed or written through
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    old.symlink_to(victim, target_is_directory=True)
+    tmp.symlink_to(victim, target_is_directory=True)
+    r = cli("export", run, "--out", out)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "victim"]
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"] and (victim / "keep.txt").read_text() == "mine"
+
+
+def test_an_export_killed_mid_write_is_completed_by_a_rerun(run, tmp_path):
+    """A real kill -9 of `ltaug export` while it builds the new folder beside a previous export; the same command
+    again leaves exactly one whole export and nothing beside it."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "exp"
+    assert cli("export", run, "--out", out).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "ltaug", "export", str(run), "--out", str(out), "--raw"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / ".exp.tmp").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = cli("export", run, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    from ltaug import ClassConditionalPipeline
+
+    assert ClassConditionalPipeline.from_pretrained(out).num_classes == 10
+
+
+def test_an_export_folder_has_one_writer(run, tmp_path):
+    """While another process holds OUT (a second export, here a real process holding its lock), an export refuses
+    at once naming it; two real exports started together each finish or refuse, and one whole export remains."""
+    import os
+    import time
+
+    out = tmp_path / "exp"
+    assert cli("export", run, "--out", out).exit_code == 0
+    before = sorted((str(p.relative_to(out)), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ltaug.locks import FolderLock; "
+                               f"FolderLock({str(out)!r}, 'ltaug export').acquire(); print('held', flush=True); "
+                               "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = cli("export", run, "--out", out)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and "in use by pid" in text and str(holder.pid) in text, r.output
+        assert sorted((str(p.relative_to(out)), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "ltaug", "export", str(run), "--out", str(out)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    t0 = time.time()
+    results = [(p.wait(timeout=300), p.stdout.read()) for p in procs]
+    assert time.time() - t0 < 300
+    for code, text in results:
+        assert "Traceback" not in text and (code == 0 or (code == 2 and "in use by" in text)), text
+    assert any(code == 0 for code, _ in results)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    from ltaug import ClassConditionalPipeline
+
+    assert ClassConditionalPipeline.from_pretrained(out).num_classes == 10

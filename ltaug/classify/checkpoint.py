@@ -44,20 +44,29 @@ def weights_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict (weights_only). Raises LtaugError for a missing or unreadable file."""
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", flag: str = "") -> dict:
+    """Load a checkpoint dict (weights_only). Raises LtaugError for a missing or unreadable file, or one that is not
+    a classifier checkpoint (flag: the option that named it, for the message)."""
     file = checkpoint_path(path)
+    shown = f"{flag} {file}" if flag else str(file)
     if not file.is_file():
         raise LtaugError(f"no classifier checkpoint at {file}; expected a classifier folder (with {CHECKPOINT}, "
                          f"written by `ltaug train-classifier`, or timm's config.json + {WEIGHTS}) or the "
                          f"checkpoint file itself")
     try:
-        return torch.load(file, map_location=device, weights_only=True)
+        state = torch.load(file, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a torn or foreign file
-        raise LtaugError(f"{file} is not a readable ltaug classifier checkpoint ({type(e).__name__}: {e})") from None
+        raise LtaugError(f"{shown} is not a readable ltaug classifier checkpoint ({type(e).__name__}: {e}); give a "
+                         "classifier written by `ltaug train-classifier` (or start it over elsewhere)") from None
+    if not isinstance(state, dict) or not isinstance(state.get("meta"), dict) \
+            or not isinstance(state.get("model"), dict):
+        raise LtaugError(f"{shown} is not an ltaug classifier checkpoint (no 'model' weights and 'meta' in it); give "
+                         "a classifier written by `ltaug train-classifier` (or start it over elsewhere)")
+    return state
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    flag: str = "") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode on `device`, meta) from a classifier folder or its checkpoint file.
 
     meta: classes [C] names, in_chans, resolution, mean / std (per channel, [0, 1] units), counts (real training
@@ -67,10 +76,18 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     folder = Path(path).expanduser()
     if folder.is_dir() and not (folder / CHECKPOINT).is_file() and read_timm_config(folder) is not None:
         return load_timm(folder, device)
-    ckpt = read_checkpoint(path, device)
+    ckpt = read_checkpoint(path, device, flag)
+    where = f"{flag} {path}" if flag else str(checkpoint_path(path))
     meta = dict(ckpt["meta"])
-    model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"], normed_head=meta["normed_head"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model, _ = build_model(meta["model"], len(meta["classes"]), meta["in_chans"],
+                               normed_head=meta.get("normed_head", False))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a meta or weights of another network
+        detail = " ".join(str(e).split())[:200]
+        raise LtaugError(f"{where}: its weights do not fit the network its meta describes "
+                         f"({type(e).__name__}: {detail}); give a classifier written by `ltaug train-classifier`") \
+            from None
     return model.to(device).eval(), meta
 
 
@@ -83,9 +100,10 @@ def write_timm_files(path: str | os.PathLike) -> tuple[Path, Path]:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, device: str | torch.device = "cpu",
-                   batch_size: int = 256, amp: bool = True) -> np.ndarray:
+                   batch_size: int = 256, amp: bool = True, pre_logits: bool = False) -> np.ndarray:
     """Raw logits float32 [N, C] for uint8 images [N, H, W, C] (C = meta in_chans); images of another size are
-    resized and center-cropped to the resolution the classifier was trained at, as its training data was."""
+    resized and center-cropped to the resolution the classifier was trained at, as its training data was.
+    pre_logits: the pooled features the classifier head reads instead (timm's `forward_head(pre_logits=True)`)."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -105,7 +123,8 @@ def predict_logits(model: torch.nn.Module, meta: dict, images: np.ndarray, devic
     for i in range(0, len(images), batch_size):
         x = to_input(torch.from_numpy(images[i:i + batch_size]).to(device), mean, std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out.append(model(x).float().cpu())
+            y = model.forward_head(model.forward_features(x), pre_logits=True) if pre_logits else model(x)
+            out.append(y.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(meta["classes"])), np.float32)
 

@@ -26,7 +26,7 @@ def _source(ref: str) -> tuple[Path, dict, str, list[str]]:
     """(where, state_dict, architecture, classes) of the classifier REF names."""
     path = resolve(ref, flag=FLAG, allow_patterns=HUB_FILES)
     if path.is_file() or (path / CHECKPOINT).is_file():
-        ckpt = read_checkpoint(path)
+        ckpt = read_checkpoint(path, flag=FLAG)
         meta = ckpt.get("meta") or {}
         return path, ckpt["model"], str(meta.get("model")), [str(c) for c in meta.get("classes", [])]
     cfg = read_timm_config(path)

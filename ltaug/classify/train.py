@@ -95,8 +95,8 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
         for key in RESUMABLE:
             a.pop(key, None)
             b.pop(key, None)
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+        for key in sorted(set(a) & set(b)):  # a key the checkpoint predates keeps its default: not a change
+            if a[key] != b[key]:
                 raise LtaugError(f"--resume: recipe key '{section}.{key}' is {b.get(key)!r} but the checkpoint was "
                                  f"trained with {a.get(key)!r}; resume with the same recipe or use a new --out")
     if saved.get("seed") != recipe_dict["seed"]:
@@ -109,7 +109,7 @@ def _compatible(saved: dict, recipe_dict: dict, synthetic: list[str], saved_synt
 def _validation_set(data, real):
     """The recipe's validation split (data.val_dataset, else the images the long-tailed subset leaves out), or None
     when the dataset has none (npz:/folder: sources without data.val_dataset)."""
-    if not (data.val_dataset or data.dataset in ("mnist-lt", "cifar10-lt", "cifar100-lt")):
+    if not (data.val_dataset or data.val_from_test or data.dataset in ("mnist-lt", "cifar10-lt", "cifar100-lt")):
         return None
     val = load_from_config(data, "val")
     if list(val.classes) != list(real.classes):
@@ -165,7 +165,10 @@ def train_classifier(recipe: Recipe, out_dir: str | os.PathLike, *, synthetic: l
             raise LtaugError(f"{out_dir} already holds a classifier checkpoint; pass --resume to continue it, or "
                              f"choose another --out / --name")
         state = read_checkpoint(ckpt_file)
-        _compatible(state["recipe"], recipe_dict, synthetic, state.get("synthetic", []))
+        if not isinstance(state.get("recipe"), dict) or not isinstance(state.get("optimizer"), dict):
+            raise LtaugError(f"--resume: {ckpt_file} holds no recipe or optimizer state, so it cannot be continued; "
+                             "start over with another --out / --name")
+        _compatible(state["recipe"], recipe_dict, synthetic, list(state.get("synthetic") or []))
     torch.manual_seed(recipe.seed)
     ldam = cfg.loss in ("ldam", "ldam_drw")
     model, normed = build_model(cfg.model, num_classes, real.channels, pretrained=cfg.pretrained and state is None,

@@ -152,7 +152,7 @@ def train_classifier_cmd(recipe: RecipeOpt = None, set_: SetOpt = None, out: Out
         if resume and not paths and (cls_dir / "checkpoint.pt").is_file():
             from ltaug.classify.checkpoint import read_checkpoint
 
-            paths = list(read_checkpoint(cls_dir).get("synthetic", []))  # the same sets as the run being continued
+            paths = list(read_checkpoint(cls_dir).get("synthetic") or [])  # the same sets as the run being continued
         if paths and r.classifier.synthetic_mode == "ratio" and r.classifier.synthetic_ratio == 0:
             console.print("[yellow]note:[/] --synthetic given but the synthetic ratio is 0: real images only "
                           "(set --synthetic-ratio or --synthetic-mode fill)")

@@ -214,12 +214,18 @@ def _only_bookkeeping(path: Path) -> bool:
     return not _files(path)
 
 
-def local_or_hub(path: Path, flag: str) -> Path:
+def local_or_hub(path: Path, flag: str, what: str = "a run directory or a pipeline folder") -> Path:
     """`path` itself, unless it names a Hugging Face Hub repository (ltaug.hub's rule: OWNER/NAME that is not a local
-    path, or hf://...): then the local snapshot of it (downloaded or cached; offline: a message naming `flag`)."""
-    from ltaug.hub import parse_hub_id, resolve
+    path, or hf://...): then the local snapshot of it (downloaded or cached; offline: a message naming `flag`). A
+    local path that does not exist is refused as such, with the closest name beside it."""
+    from ltaug.hub import closest_hint, parse_hub_id, resolve
 
-    return resolve(str(path), flag=flag) if parse_hub_id(str(path)) is not None else path
+    if parse_hub_id(str(path)) is not None:
+        return resolve(str(path), flag=flag)
+    if not Path(path).expanduser().exists():
+        raise LtaugError(f"{flag} {path} does not exist (no such local file or folder)"
+                         f"{closest_hint(Path(path).expanduser())}; pass {what} (or a Hub id OWNER/NAME)")
+    return path
 
 
 def resolve_recipe(recipe: Optional[str], sets: Optional[list[str]], **direct: Any) -> Recipe:

@@ -78,7 +78,8 @@ def evaluate_cmd(path: PathArg, reference: Reference = None, metrics: Metrics = 
         if out is None and parse_hub_id(str(path)) is not None:  # the default, beside the source, is the HF cache
             raise LtaugError(f"PATH {path}: a Hub model's results need --out DIR (they are not written into the "
                              "Hugging Face cache)")
-        path = local_or_hub(path, "PATH")  # a Hub id: its pipeline folder, downloaded (or cached)
+        # a Hub id: its pipeline folder, downloaded (or cached)
+        path = local_or_hub(path, "PATH", "a generator run directory, a synthetic folder or an npz file")
     r = resolve_recipe(recipe_of(path, recipe), sets, **{
         "evaluate.metrics": parse_metrics(metrics) if metrics else None,
         "evaluate.num_samples": num_samples, "evaluate.classifier": classifier,

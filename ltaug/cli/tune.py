@@ -38,7 +38,7 @@ def tune_cmd(
 ) -> None:
     json_output(json_)
     from ltaug.raycluster import check_address
-    from ltaug.tune import load_sweep, run_sweep, storage_path, sweep_yaml
+    from ltaug.tune import check_resources, load_sweep, run_sweep, storage_path, sweep_yaml
 
     spec = load_sweep(sweep, sets)
     if print_:
@@ -47,6 +47,7 @@ def tune_cmd(
     if resume and out is None:
         raise LtaugError("--resume needs --out: the sweep directory to continue")
     check_address(address)  # nothing listening there: fail in seconds, before a sweep directory exists
+    check_resources(spec, address, num_cpus)  # trials that could never start: likewise
     require_writable(out if out is not None else DEFAULT_ROOT, "--out")
     storage = storage_path(storage)  # before the sweep directory exists
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path

@@ -8,6 +8,7 @@ defined here and imported by the code that uses it.
 from ltaug.config.classifier import ClassifierConfig
 from ltaug.config.data import DataConfig, test_name
 from ltaug.config.evaluate import METRICS, EvaluateConfig, parse_metrics, reference_for
+from ltaug.config.features import FeaturesConfig
 from ltaug.config.fields import Section, opt, section, yaml_scalar
 from ltaug.config.generator import CbdmConfig, DiffropConfig, GeneratorConfig
 from ltaug.config.logging import BACKENDS, LoggingConfig
@@ -27,8 +28,8 @@ from ltaug.config.recipe import (
 )
 from ltaug.config.synth import SynthConfig
 
-__all__ = ["ClassifierConfig", "DataConfig", "test_name", "METRICS", "EvaluateConfig", "parse_metrics",
-           "reference_for", "Section", "opt", "section", "yaml_scalar", "CbdmConfig", "DiffropConfig",
+__all__ = ["ClassifierConfig", "FeaturesConfig", "DataConfig", "test_name", "METRICS", "EvaluateConfig",
+           "parse_metrics", "reference_for", "Section", "opt", "section", "yaml_scalar", "CbdmConfig", "DiffropConfig",
            "GeneratorConfig", "BACKENDS", "LoggingConfig",
            "RECIPE_DIR", "Recipe", "apply_set", "as_sets", "from_dict", "load_recipe", "read_recipe_file",
            "recipe_names", "recipe_text", "set_key", "to_dict", "to_yaml", "SynthConfig"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltaug.config.fields import Section, opt
+from ltaug.config.fields import MAX_BATCH, Section, opt
 from ltaug.errors import LtaugError
 
 LOSSES = ("ce", "cb", "balanced_softmax", "logit_adjust", "ldam", "ldam_drw")
@@ -27,7 +27,8 @@ class ClassifierConfig(Section):
                         "model.safetensors) or a Hub id; same model, a fresh head when its classes differ",
                     flag="--init")
     epochs: int = opt(10, "training epochs (the published CIFAR-LT recipe: 200)", min=1)
-    batch_size: int = opt(64, "images per step (the published CIFAR-LT recipe: 128)", min=1)
+    batch_size: int = opt(64, "images per step (the published CIFAR-LT recipe: 128)", min=1,
+                         max=MAX_BATCH)
     lr: float = opt(0.1, "SGD learning rate after warmup", min=0.0)
     momentum: float = opt(0.9, "SGD momentum", min=0.0)
     weight_decay: float = opt(2e-4, "SGD weight decay", min=0.0)

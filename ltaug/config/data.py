@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltaug.config.fields import Section, opt
+from ltaug.config.fields import MAX_RESOLUTION, Section, opt
 
 BUILTIN_DATASETS = ("mnist-lt", "cifar10-lt", "cifar100-lt", "cifar10-test", "cifar100-test", "cifar10-train",
                     "cifar100-train")
@@ -37,12 +37,16 @@ class DataConfig(Section):
                            "the images the long-tailed subset leaves out (mnist-lt, cifar10-lt, cifar100-lt)")
     val_per_class: int = opt(100, "images per class in the built-in validation split (fewer where the long-tailed "
                              "subset leaves fewer: none for the head class)", min=1)
+    val_from_test: int = opt(0, "images per class taken out of the balanced test set as the validation split (a "
+                             "fixed, stratified draw, seed 0; the test set keeps the rest), for sources with no "
+                             "balanced training pool (npz files); 0 = off", min=0)
     data_root: str = opt("", "where CIFAR is read (and downloaded with download: true); empty = ~/.cache/ltaug/data")
     download: bool = opt(False, "download CIFAR through torchvision if it is missing from data_root")
     imbalance_ratio: float = opt(100.0, "n_max / n_min of the long-tailed profile (CIFAR-LT, MNIST-LT)", min=1.0)
     profile: str = opt("exp", "long-tail profile: exp (LDAM-DRW) or step", choices=PROFILES)
     subset_seed: int = opt(0, "seed of the per-class shuffle that picks which images are kept")
-    resolution: int = opt(32, "image side in pixels (folder: resized and center-cropped to it)", min=8)
+    resolution: int = opt(32, "image side in pixels (folder: resized and center-cropped to it)", min=8,
+                         max=MAX_RESOLUTION)
     channels: int = opt(0, "1 = grayscale, 3 = RGB, 0 = the dataset's own", choices=(0, 1, 3))
 
     def test_set(self) -> str | None:

@@ -16,15 +16,22 @@ import yaml
 
 from ltaug.errors import LtaugError
 
+# Upper bounds of sizes every section shares (a batch is allocated at once; an image side squared per image)
+MAX_BATCH = 65_536
+MAX_RESOLUTION = 1024
+
 
 def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None, flag: str | None = None,
-        why: str | None = None, open_choices: bool = False) -> Any:
-    """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / lower bound.
+        why: str | None = None, open_choices: bool = False, max: float | None = None) -> Any:
+    """A recipe field: its default, a one-line help (written as the YAML comment), optional choices / bounds.
 
     flag: the command-line option that sets it, named first in its errors; why: the sentence an out-of-bound
     value gets instead of "must be >= min" (e.g. what the value means); open_choices: the choices are the ones shown
-    and completed, other values are the section's `validate()` to check (e.g. any diffusers scheduler class name)."""
-    meta = {"help": help, "choices": choices, "min": min, "flag": flag, "why": why, "open_choices": open_choices}
+    and completed, other values are the section's `validate()` to check (e.g. any diffusers scheduler class name);
+    max: an upper bound on a size the program allocates for (images, samples, steps), so a mistyped 10^9 is refused
+    by name before anything is allocated or written."""
+    meta = {"help": help, "choices": choices, "min": min, "flag": flag, "why": why, "open_choices": open_choices,
+            "max": max}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -75,6 +82,13 @@ class Section:
                     if flag:  # the flag's own words first: "--w -0.5: the guidance weight must be >= 0"
                         raise LtaugError(f"{flag} {value}: {why} (recipe key '{self.key(f.name)}')")
                     raise LtaugError(f"recipe key '{self.key(f.name)}': {value!r} {why}")
+            high = f.metadata.get("max")
+            if high is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > high:
+                flag = f.metadata.get("flag")
+                shown = f"{flag} {value} (recipe key '{self.key(f.name)}')" if flag else \
+                    f"recipe key '{self.key(f.name)}': {value!r}"
+                raise LtaugError(f"{shown}: at most {high:,} is accepted (a bound on what is allocated for it); "
+                                 "use a smaller value")
         self.validate()
 
     def validate(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ltaug.config.fields import Section, opt, section
+from ltaug.config.fields import MAX_BATCH, Section, opt, section
 from ltaug.errors import LtaugError
 
 LOSSES = ("ddpm", "cbdm", "diffrop", "cbdm+diffrop")
@@ -23,6 +23,9 @@ PAIR_WEIGHTS = ("none", "rarity", "count")
 STOP_GRADS = ("positive", "negative", "none", "both_sided")
 Y_PRIMES = ("frequency", "uniform")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+SPACES = ("image", "features")
+# Keys that only mean something for pixels, with their defaults: set under space features, they are refused.
+IMAGE_ONLY = {"preset": "small", "init_from": "", "hflip": False, "channels_last": False}
 
 
 @dataclass
@@ -78,9 +81,21 @@ class CbdmConfig(Section):
 
 
 @dataclass
+class MlpConfig(Section):
+    KEY = "generator.mlp"
+
+    width: int = opt(1024, "hidden width of the eps-network for feature vectors", min=8)
+    depth: int = opt(4, "residual blocks (each: norm, SiLU, linear, + time and class embedding, norm, SiLU, linear)",
+                     min=1)
+    dropout: float = opt(0.0, "dropout inside each block", min=0.0)
+
+
+@dataclass
 class GeneratorConfig(Section):
     KEY = "generator"
 
+    space: str = opt("image", "what the diffusion model generates: image (pixels, a UNet) or features (a backbone's "
+                     "feature vectors, an MLP: the `features` section)", choices=SPACES)
     preset: str = opt("small", "UNet size: ddpm-cifar (35.75M), small (CPU, 2.7M), cpu (1.1M, 0.6x small's step), "
                       "tiny (tests)", choices=PRESETS)
     init_from: str = opt("", "start from a pretrained diffusers UNet2DModel: a folder (config.json + "
@@ -89,7 +104,8 @@ class GeneratorConfig(Section):
                              "empty = train from scratch", flag="--init-from")
     loss: str = opt("ddpm", "training loss (ddpm: the evidence so far, README Results)", choices=LOSSES)
     steps: int = opt(600, "optimizer steps", min=1)
-    batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1)
+    batch_size: int = opt(32, "images per optimizer step (all ranks together)", min=1,
+                         max=MAX_BATCH)
     lr: float = opt(1e-3, "Adam learning rate (2e-4 for ddpm-cifar)", min=0.0)
     T: int = opt(1000, "diffusion steps", min=2)
     schedule: str = opt("linear", "beta schedule: linear (1e-4 to 0.02) or cosine", choices=("linear", "cosine"))
@@ -109,13 +125,14 @@ class GeneratorConfig(Section):
     accum: int = opt(1, "gradient accumulation: micro-batches per optimizer step", min=1)
     log_every: int = opt(10, "steps between metrics.jsonl records", min=1)
     grid_every: int = opt(200, "steps between class grid PNGs (0 = only at the end)", min=0)
-    grid_cols: int = opt(8, "samples per class in the grid", min=1)
+    grid_cols: int = opt(8, "samples per class in the grid", min=1, max=256)
     grid_steps: int = opt(25, "DDIM steps for the grid", min=1)
     grid_w: float = opt(1.0, "guidance w for the grid ((1+w) eps_c - w eps_null)", min=0.0)
     ckpt_every: int = opt(200, "steps between checkpoints (a checkpoint is always written at the end)", min=1)
     keep_ckpts: int = opt(2, "checkpoints kept (the newest)", min=1)
     diffrop: DiffropConfig = section(DiffropConfig, "the DiffROP overlap loss (loss: diffrop or cbdm+diffrop)")
     cbdm: CbdmConfig = section(CbdmConfig, "the CBDM regularizer (loss: cbdm or cbdm+diffrop)")
+    mlp: MlpConfig = section(MlpConfig, "the eps-network of the features space (space: features)")
 
     def validate(self) -> None:
         if not self.lr > 0 or self.lr == float("inf"):
@@ -127,6 +144,12 @@ class GeneratorConfig(Section):
         if self.class_power > 1.0:
             raise LtaugError(f"generator.class_power {self.class_power}: must be in [0, 1] (1 = the data's own "
                              "class frequencies, 0 = class-balanced batches)")
+        if self.space == "features":
+            for key, default in IMAGE_ONLY.items():
+                if getattr(self, key) != default:
+                    raise LtaugError(f"generator.{key} {getattr(self, key)!r} is an image-space option, but "
+                                     "generator.space is features (an MLP on feature vectors: generator.mlp); "
+                                     f"remove generator.{key} or set generator.space image")
         if self.batch_size % self.accum:
             raise LtaugError(f"generator.batch_size {self.batch_size} must be divisible by generator.accum "
                              f"{self.accum}")

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-import yaml
-
 from ltaug.config.classifier import ClassifierConfig
 from ltaug.config.data import DataConfig
 from ltaug.config.evaluate import EvaluateConfig
+from ltaug.config.features import FeaturesConfig
 from ltaug.config.fields import Section, opt, section, yaml_scalar
 from ltaug.config.generator import GeneratorConfig
 from ltaug.config.logging import LoggingConfig
 from ltaug.config.synth import SynthConfig
+from ltaug.config.yamlsafe import parse_yaml, read_yaml
 from ltaug.errors import LtaugError
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -42,6 +42,8 @@ class Recipe(Section):
     synth: SynthConfig = section(SynthConfig, "sampling the synthetic images")
     classifier: ClassifierConfig = section(ClassifierConfig, "timm classifier on real plus synthetic data")
     evaluate: EvaluateConfig = section(EvaluateConfig, "generator metrics (FID, KID, IS, precision/recall, overlap)")
+    features: FeaturesConfig = section(FeaturesConfig, "the feature-space mode (generator.space: features): backbone "
+                                       "and classifier head")
     logging: LoggingConfig = section(LoggingConfig, "training curves: metrics.jsonl, TensorBoard, Weights & Biases")
 
     def validate(self) -> None:
@@ -152,10 +154,7 @@ def apply_set(data: dict, assignment: str) -> dict:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise LtaugError(f"--set '{assignment}': the key is empty; expected key=value, e.g. --set seed=1")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise LtaugError(f"--set '{assignment}': the value is not valid YAML ({e.problem})") from None
+    value = parse_yaml(raw, f"--set '{assignment}'") if raw.strip() else ""
     set_key(data, key, value, f"--set '{assignment}'")
     return data
 
@@ -197,10 +196,7 @@ def read_recipe_file(recipe: str | os.PathLike | None) -> dict:
         raise LtaugError(
             f"--recipe '{recipe}': no such file or built-in recipe; built-in recipes: {', '.join(recipe_names())}"
         )
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise LtaugError(f"recipe file {path}: not valid YAML: {e}") from None
+    data = read_yaml(path, f"recipe file {path}") or {}
     if not isinstance(data, dict):
         raise LtaugError(f"recipe file {path}: the top level must be a mapping of keys")
     return data

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ltaug.config.fields import Section, opt
+from ltaug.config.fields import MAX_BATCH, Section, opt
 from ltaug.errors import LtaugError
 
 # The aliases (shown and completed); any diffusers scheduler class name is also accepted (ltaug.diffusion.schedulers).
@@ -14,6 +14,10 @@ SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "euler")
 NATIVE_SAMPLERS = ("ddpm", "ddim")  # ltaug's own loops; the others run a diffusers scheduler
 VARIANCES = ("large", "small")
 AMP_MODES = ("none", "bf16", "fp16")
+# Bounds on what a plan allocates (one seed, one manifest line and one PNG per image): far beyond any real use
+# (CIFAR-100-LT filled to its head is 50,000 images), refused by name before anything is written.
+MAX_PER_CLASS = 1_000_000
+MAX_PLAN_IMAGES = 10_000_000
 
 
 @dataclass
@@ -23,9 +27,10 @@ class SynthConfig(Section):
     # CPU defaults for the embedded MNIST-LT (400 -> 4 per class): fill_to 100 draws 494 tail images; DDIM-10 with
     # guidance on the `small` UNet is ~10k forward-image pairs, about 2 minutes on 2 CPU cores. Published CIFAR-LT
     # settings: sampler ddpm (all 1000 steps), w 0.8 (DDPM) or 1.6 (CBDM), fill_to = the head count.
-    per_class: int = opt(0, "new images for every class (0 = use fill_to)", min=0)
+    per_class: int = opt(0, "new images for every class (0 = use fill_to)", min=0, max=MAX_PER_CLASS,
+                         flag="--per-class")
     fill_to: int = opt(100, "top every class up to this many images, real ones included, so the head may get none "
-                            "(0 = use per_class)", min=0)
+                            "(0 = use per_class)", min=0, max=MAX_PER_CLASS, flag="--fill-to")
     classes: list[str] = opt([], "restrict the plan to these class names (empty = all classes)")
     sampler: str = opt("ddim", "ddpm (ancestral, all T steps), ddim, dpm++ (DPM-Solver++ multistep), unipc, euler, "
                                "or any diffusers scheduler class name (run on the training schedule)",
@@ -42,8 +47,8 @@ class SynthConfig(Section):
     clip_x0: bool = opt(False, "clamp the predicted x0 to [-1, 1] at every step (the published samplers do not)")
     amp: str = opt("none", "autocast of the sampling network: none (fp32, the published protocols), bf16 or fp16 "
                    "(GPU; faster, images differ slightly)", choices=AMP_MODES, flag="--amp")
-    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1, flag="--batch-size",
-                          why="must be a positive number")
+    batch_size: int = opt(64, "images per forward pass (does not change any image)", min=1, max=MAX_BATCH,
+                          flag="--batch-size", why="must be a positive number")
     workers: int = opt(1, "Ray workers (one GPU each where there are GPUs); 1 = sample in this process", min=1,
                        flag="--workers", why="must be a positive number")
     address: str = opt("", "join this Ray cluster (e.g. auto or HOST:6379); empty = local")

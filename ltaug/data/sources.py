@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import os
@@ -251,8 +252,12 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 0
     root = Path(path).expanduser()
     if not root.is_dir():
         raise LtaugError(f"image folder {root} does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                        and p.name not in exclude)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in exclude)
+    hidden = [p for p in class_dirs if p.name.startswith(".")]
+    if hidden:  # a class is never dropped silently, and a hidden folder (.git, ...) is never taken as one
+        raise LtaugError(f"image folder {root}: sub-folder '{hidden[0].name}' starts with a dot, so it is hidden; "
+                         "every sub-folder is a class: rename it without the leading dot to keep it as a class, or "
+                         "move it out of the folder")
     if not class_dirs:
         raise LtaugError(f"image folder {root} has no class sub-folders (expected {root}/CLASS_NAME/*.png)")
     files: list[tuple[Path, int]] = []
@@ -332,6 +337,12 @@ def load_from_config(cfg: DataConfig, split: str = "train") -> LTDataset:
     """Load the train set, its validation split (`data.val_dataset`, else the images the long-tailed subset leaves
     out), or its balanced test set (`DataConfig.test_set`), described by a recipe's `data` section."""
     name = cfg.dataset
+    if split in ("val", "test") and cfg.val_from_test > 0:
+        if cfg.val_dataset:
+            raise LtaugError(f"data.val_dataset '{cfg.val_dataset}' and data.val_from_test {cfg.val_from_test} both "
+                             "name a validation split; set one of them")
+        return _split_test(load_from_config(dataclasses.replace(cfg, val_from_test=0), "test"), cfg.val_from_test,
+                           split)
     if split == "val" and cfg.val_dataset:
         return load_dataset(cfg.val_dataset, "test", data_root=cfg.data_root or None, download=cfg.download,
                             resolution=cfg.resolution, channels=cfg.channels)
@@ -343,6 +354,23 @@ def load_from_config(cfg: DataConfig, split: str = "train") -> LTDataset:
     return load_dataset(name, split, data_root=cfg.data_root or None, download=cfg.download,
                         imbalance_ratio=cfg.imbalance_ratio, profile=cfg.profile, subset_seed=cfg.subset_seed,
                         resolution=cfg.resolution, channels=cfg.channels, val_per_class=cfg.val_per_class)
+
+
+def _split_test(test: LTDataset, per_class: int, split: str) -> LTDataset:
+    """A fixed, stratified split of a balanced test set: `per_class` images of each class (a shuffle seeded 0) are
+    the validation split, the rest the test set, so choices made on the one never see the other."""
+    val_idx = select_leftover(test.labels, np.zeros(0, dtype=np.int64), per_class, seed=0)
+    short = [test.classes[c] for c, n in enumerate(test.counts) if n <= per_class]
+    if short:
+        raise LtaugError(f"data.val_from_test {per_class}: class '{short[0]}' of {test.name} has only "
+                         f"{test.counts[test.classes.index(short[0])]} test images, so no test image would be left; "
+                         "take fewer per class")
+    if split == "val":
+        return LTDataset(test.images[val_idx], test.labels[val_idx], test.classes,
+                         f"{test.name}[val {per_class}/class]", dict(test.meta, val_from_test=per_class))
+    rest = np.setdiff1d(np.arange(len(test)), val_idx)
+    return LTDataset(test.images[rest], test.labels[rest], test.classes, f"{test.name}[minus val {per_class}/class]",
+                     dict(test.meta, val_from_test=per_class))
 
 
 def is_available(name: str, data_root: str | os.PathLike | None = None) -> tuple[bool, str]:

@@ -144,8 +144,7 @@ def _from_manifest(root: Path, classes: list[str] | None) -> tuple[np.ndarray, n
 
 def _from_class_folders(root: Path, classes: list[str] | None, resolution: int | None,
                         channels: int) -> LTDataset:
-    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            and d.name not in OUTPUT_DIRS]
+    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name not in OUTPUT_DIRS]
     if not dirs:
         raise LtaugError(f"--synthetic {root}: no class sub-folders (expected {root}/CLASS_NAME/*.png, as written "
                          f"by `ltaug synthesize`)")

@@ -22,6 +22,7 @@ import torch
 
 from ltaug.config.generator import GeneratorConfig
 from ltaug.diffusion.init_from import build_from_config
+from ltaug.diffusion.mlp import ClassConditionalMLP
 from ltaug.diffusion.pipeline_folder import is_pipeline_folder, read_pipeline, write_pipeline
 from ltaug.diffusion.schedule import NoiseSchedule
 from ltaug.diffusion.unet import build_unet
@@ -150,9 +151,13 @@ def load_checkpoint(path: str | Path) -> dict:
         raise LtaugError(f"{p}: not a readable ltaug checkpoint ({type(e).__name__}: {e})") from None
 
 
-def architecture(g: GeneratorConfig, num_classes: int, channels: int, resolution: int) -> dict:
-    """What must match between a checkpoint and the run that resumes or loads it (stored in its meta)."""
-    arch = {"preset": g.preset, "num_classes": num_classes, "channels": channels, "resolution": resolution,
+def architecture(g: GeneratorConfig, num_classes: int, shape: tuple[int, ...]) -> dict:
+    """What must match between a checkpoint and the run that resumes or loads it (stored in its meta). shape: one
+    sample's, (C, H, W) for images or (D,) for feature vectors."""
+    if g.space == "features":
+        return {"space": "features", "dim": int(shape[0]), "mlp": {"width": g.mlp.width, "depth": g.mlp.depth,
+                "dropout": g.mlp.dropout}, "num_classes": num_classes, "T": g.T, "schedule": g.schedule}
+    arch = {"preset": g.preset, "num_classes": num_classes, "channels": int(shape[0]), "resolution": int(shape[1]),
             "T": g.T, "schedule": g.schedule}
     if g.init_from:  # the source's architecture replaces the preset
         arch["init_from_ref"] = g.init_from
@@ -164,7 +169,8 @@ def check_compatible(meta: dict, arch: dict, ckpt: Path) -> None:
     for key, want in arch.items():
         have = meta.get(key)
         if have != want:
-            where = {"num_classes": "the dataset (data.dataset)", "channels": "data.channels",
+            where = {"num_classes": "the dataset (data.dataset)", "channels": "data.channels", "dim": "the features "
+                     "(features.backbone)", "space": "generator.space", "mlp": "generator.mlp",
                      "resolution": "data.resolution", "init_from_ref": "generator.init_from"}.get(key,
                                                                                                  f"generator.{key}")
             raise LtaugError(f"--resume: checkpoint {ckpt} was trained with {key}={have!r}, but {where} gives "
@@ -186,6 +192,16 @@ class LoadedGenerator:
     counts: list[int] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    @property
+    def space(self) -> str:
+        return self.meta.get("space", "image")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape: (C, H, W), or (D,) for a feature-space generator."""
+        return (int(self.meta["dim"]),) if self.space == "features" else (self.channels, self.resolution,
+                                                                          self.resolution)
+
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> LoadedGenerator:
     """The trained network of a run dir / generator dir / checkpoints dir / ckpt file (EMA weights by default), or
@@ -201,7 +217,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     state = load_checkpoint(ckpt_path)
     meta = state.get("meta") or {}
     try:
-        if meta.get("init_from"):  # started from a pretrained UNet: its architecture, not a preset
+        if meta.get("space") == "features":
+            net = ClassConditionalMLP(int(meta["dim"]), int(meta["num_classes"]), **meta["mlp"])
+        elif meta.get("init_from"):  # started from a pretrained UNet: its architecture, not a preset
             net = build_from_config(meta["init_from"]["unet_config"], int(meta["num_classes"]))
         else:
             net = build_unet(meta["preset"], int(meta["num_classes"]), int(meta["channels"]),
@@ -212,8 +230,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     net = net.to(device).eval().requires_grad_(False)
     schedule = NoiseSchedule.make(meta.get("schedule", "linear"), int(meta.get("T", 1000)))
     return LoadedGenerator(net=net, schedule=schedule, num_classes=int(meta["num_classes"]),
-                           classes=list(meta.get("classes", [])), channels=int(meta["channels"]),
-                           resolution=int(meta["resolution"]), step=int(state.get("step", 0)),
+                           classes=list(meta.get("classes", [])), channels=int(meta.get("channels", 0)),
+                           resolution=int(meta.get("resolution", 0)), step=int(state.get("step", 0)),
                            checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path),
                            config=dict(state.get("config") or {}), counts=list(meta.get("counts", [])), meta=meta)
 

@@ -29,6 +29,7 @@ from ltaug.diffusion.schedulers import make_scheduler
 from ltaug.diffusion.unet import ClassConditionalUNet
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json, read_json, sha256_file
+from ltaug.locks import FolderLock
 from ltaug.space import as_fault
 
 MODEL_INDEX = "model_index.json"
@@ -58,10 +59,8 @@ def write_pipeline(net: ClassConditionalUNet, meta: dict, out_dir: str | Path, *
     out = Path(out_dir)
     schedule = NoiseSchedule.make(meta.get("schedule", "linear"), int(meta.get("T", 1000)))
     classes = [str(c) for c in meta.get("classes") or range(int(meta["num_classes"]))]
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()  # never write through a link
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    repair(out)
     try:
         build_pipeline(net, schedule, classes, variance).save_pretrained(tmp)
         atomic_write_json(tmp / LTAUG_JSON, {**meta, "classes": classes, "null_class": len(classes),
@@ -77,15 +76,36 @@ def write_pipeline(net: ClassConditionalUNet, meta: dict, out_dir: str | Path, *
         if fault is not None:
             raise fault from None
         raise
-    old: Optional[Path] = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
+    # The new folder is locked before it takes OUT's name: a second writer that opens OUT after the rename finds
+    # it held, exactly like the folder it replaces (the caller holds that one).
+    with FolderLock(tmp, "the pipeline folder being written", refuse_links=False):
+        try:
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def repair(out: str | Path) -> None:
+    """Remove what an earlier writer of the pipeline folder `out` left when it was killed (call it holding `out`'s
+    lock): its temporary sibling `.OUT.tmp`, and `.OUT.old`, the previous folder moved aside just before the new one
+    took its name (put back when `out` itself is missing). A link or file planted under either name is removed,
+    never followed."""
+    out = Path(out)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    for p in (tmp, old):
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            p.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old.is_dir():
+        if out.exists() or out.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(out)
 
 
 def read_pipeline(path: str | Path, device: str | torch.device = "cpu") -> dict:
@@ -110,7 +130,14 @@ def read_pipeline(path: str | Path, device: str | torch.device = "cpu") -> dict:
     classes = [str(c) for c in (index.get("class_names") or meta.get("classes") or range(rows - 1))]
     if len(classes) != rows - 1:
         raise LtaugError(f"{p}: {len(classes)} class names for a UNet with {rows - 1} classes + the null class")
-    schedule = NoiseSchedule(torch.tensor(sched["trained_betas"], dtype=torch.float64), meta.get("schedule", "custom"))
+    betas = sched["trained_betas"]
+    ok = isinstance(betas, list) and len(betas) >= 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < 1 for b in betas)
+    if not ok:  # checked here, so a foreign or edited file is named rather than failing inside the schedule
+        raise LtaugError(f"{p}/scheduler/scheduler_config.json: trained_betas must be a list of at least 2 numbers "
+                         "strictly between 0 and 1 (the training schedule); re-export the folder with `ltaug export "
+                         "RUN`")
+    schedule = NoiseSchedule(torch.tensor(betas, dtype=torch.float64), meta.get("schedule", "custom"))
     net = ClassConditionalUNet(unet, len(classes), str(meta.get("preset", "pipeline")))
     net = net.to(device).eval().requires_grad_(False)
     size = unet.config.sample_size

@@ -31,7 +31,6 @@ from ltaug import __version__
 from ltaug.callbacks import ReportFn
 from ltaug.config import Recipe, to_dict
 from ltaug.curves import Curves, require_backends
-from ltaug.data import load_from_config
 from ltaug.device import amp_dtype, autocast, init_distributed, no_sync, resolve_device, wrap_ddp
 from ltaug.diffusion.batches import BatchOrder, mix_seed
 from ltaug.diffusion.checkpoint import (
@@ -49,7 +48,9 @@ from ltaug.diffusion.grid import class_grid, row_label, save_grid
 from ltaug.diffusion.init_from import build_from_config, load_init
 from ltaug.diffusion.losses import get_loss, loss_options
 from ltaug.diffusion.margin import MarginCalibrator
+from ltaug.diffusion.mlp import build_mlp
 from ltaug.diffusion.schedule import NoiseSchedule
+from ltaug.diffusion.trainset import training_set
 from ltaug.diffusion.unet import build_unet, count_parameters
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write_json
@@ -112,9 +113,9 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     require_backends(recipe.logging)  # e.g. wandb chosen but not installed: before anything is written
 
     # Data and checks: nothing is written before these pass.
-    ds = load_from_config(recipe.data)
+    ds = training_set(recipe, run.features, device)
     counts = ds.counts
-    arch = architecture(g, ds.num_classes, ds.channels, ds.resolution)
+    arch = architecture(g, ds.num_classes, ds.shape)
     existing = list_checkpoints(run.checkpoints)
     state = None
     if resume:
@@ -136,9 +137,11 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     if init:  # a resumed init_from run: the recorded architecture (its weights come from the checkpoint)
         net = build_from_config(init["unet_config"], ds.num_classes)
     elif g.init_from:
-        net, init = load_init(g.init_from, ds.num_classes, ds.channels, ds.resolution, g.T, g.schedule)
+        net, init = load_init(g.init_from, ds.num_classes, *ds.shape[:2], g.T, g.schedule)
+    elif ds.space == "features":
+        net = build_mlp(g.mlp, ds.num_classes, ds.shape[0])
     else:
-        net = build_unet(g.preset, ds.num_classes, ds.channels, ds.resolution)
+        net = build_unet(g.preset, ds.num_classes, *ds.shape[:2])
     net = net.to(device)
     if g.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -160,18 +163,19 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     train_net = wrap_ddp(net, dist)
     if g.compile:
         train_net = torch.compile(train_net)
-    images = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(device)  # uint8 [N, C, H, W]
     labels = torch.from_numpy(ds.labels).to(device)
     order = BatchOrder(ds.labels, recipe.seed, g.class_power)
     meta = {**arch, "classes": list(ds.classes), "counts": list(counts), "dataset": ds.name,
-            "num_params": count_parameters(net)}
+            "num_params": count_parameters(net), **ds.meta()}
     if init:
         meta["init_from"] = init
     if dist.is_main:
         run.generator.mkdir(parents=True, exist_ok=True)
         if not run.config.exists() or resume:
             run.init(recipe)
-        what = f"from {init['ref']} (sha256 {init['sha256'][:12]})" if init else f"preset {g.preset}"
+        what = f"from {init['ref']} (sha256 {init['sha256'][:12]})" if init else \
+            (f"MLP {g.mlp.width}x{g.mlp.depth} on {ds.shape[0]}-d features" if ds.space == "features"
+             else f"preset {g.preset}")
         run.log(f"generator: {'resume at step ' + str(start) if resume else 'start'}; loss {g.loss}, "
                 f"{what} ({meta['num_params'] / 1e6:.2f}M params), {ds.num_classes} classes, {len(ds)} images, "
                 f"{dist.world} rank(s), device {device}")
@@ -191,7 +195,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
         return path
 
     def grid(step: int) -> Optional[Path]:
-        if not dist.is_main:
+        if not dist.is_main or ds.space != "image":  # feature vectors have no picture
             return None
         rows, classes = class_grid(ema.net, schedule, counts, cols=g.grid_cols, steps=g.grid_steps, w=g.grid_w,
                                    device=device)
@@ -226,10 +230,7 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
             for a in range(g.accum):
                 first = (step * g.accum + a) * dist.world * micro + dist.rank * micro
                 idx = order.indices(first, micro).to(device)
-                x0 = images[idx].float().div(127.5).sub(1.0)  # [-1, 1]
-                if g.hflip:
-                    flip = torch.rand(micro, generator=gen).to(device) < 0.5
-                    x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+                x0 = ds.x0(idx, gen)
                 if g.channels_last:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 last_micro = a == g.accum - 1
@@ -313,8 +314,9 @@ def train_generator(recipe: Recipe, run_dir: str | os.PathLike, *, resume: bool 
     if dist.is_main:
         final_grid = run.grids / f"grid-{step:07d}.png"
         last_grid = final_grid if final_grid.is_file() else grid(step)  # a resume of a finished run draws it too
-        diffusers_dir = export_diffusers(ema.net, dict(meta, margin=margin.margin, step=step, ema=True),
-                                        run.diffusers, variance=recipe.synth.variance)
+        if ds.space == "image":  # diffusers has no model class for a feature-vector MLP
+            diffusers_dir = export_diffusers(ema.net, dict(meta, margin=margin.margin, step=step, ema=True),
+                                            run.diffusers, variance=recipe.synth.variance)
         run.log(f"generator: done at step {step}; {last_ckpt}")
     dist.close()
     return GeneratorResult(step=step, checkpoint=last_ckpt, diffusers=diffusers_dir, grid=last_grid,

@@ -313,7 +313,31 @@ def _overlap(classifier: str, images: np.ndarray, labels: np.ndarray, classes: l
                                                                      for row in m]}
     if counts is not None:
         res["leakage"] = leakage_summary(m, counts)
+        _judge_accuracy(res["leakage"], classifier, classes)
     else:
         res["leakage"] = None
         res["note"] = "no training counts: groups unknown (pass --train-dataset)"
     return res
+
+
+def _judge_accuracy(leakage: dict, classifier: str, classes: list[str]) -> None:
+    """Put the judge's own accuracy on real test images of each class (its results.json, when it has one) beside
+    each class's agreement: a judge that misreads real 9s as 4s also "disagrees" with good synthetic 9s, so an
+    agreement is read against what the judge reaches on real images of the same class, never alone."""
+    folder = Path(classifier)
+    own = read_json((folder if folder.is_dir() else folder.parent) / "results.json") or {}
+    names, accs = [str(c) for c in own.get("classes") or []], own.get("per_class") or []
+    real = {c: a for c, a in zip(names, accs) if isinstance(a, (int, float))}
+    for row in leakage["per_class"]:
+        row["judge_accuracy_real"] = real.get(classes[row["class"]])
+    groups = {g: [r["judge_accuracy_real"] for r in leakage["per_class"]
+                  if (g == "overall" or r["group"] == g) and r["judge_accuracy_real"] is not None]
+              for g in ("overall", "many", "medium", "few")}
+    for g, vals in groups.items():
+        if isinstance(leakage.get(g), dict):
+            leakage[g]["judge_accuracy_real"] = float(np.mean(vals)) if vals else None
+    leakage["judge_note"] = ("agreement of generated images with the judge, beside the judge's own accuracy on real "
+                             "test images of the same classes (judge_accuracy_real): an agreement near that accuracy "
+                             "is as good as this judge can tell" if real else
+                             "the judge has no results.json: its accuracy on real images is unknown, so a low "
+                             "agreement may be the judge's error rather than the generator's")

@@ -18,7 +18,7 @@ from typing import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from ltaug.config.synth import SynthConfig
+from ltaug.config.synth import MAX_PER_CLASS, MAX_PLAN_IMAGES, SynthConfig
 from ltaug.data.longtail import group_of
 from ltaug.errors import LtaugError
 
@@ -111,6 +111,13 @@ def make_plan(classes: Sequence[str], real_counts: Sequence[int], *, per_class: 
         new = per_class if per_class > 0 else max(0, fill_to - real)
         rows.append(PlanRow(y, classes[y], real, new))
     mode, n = ("per_class", per_class) if per_class > 0 else ("fill_to", fill_to)
+    flag = "--per-class" if per_class > 0 else "--fill-to"
+    if n > MAX_PER_CLASS:
+        raise LtaugError(f"{flag} {n}: at most {MAX_PER_CLASS:,} images per class are planned; use a smaller number")
+    total = sum(r.new for r in rows)
+    if total > MAX_PLAN_IMAGES:
+        raise LtaugError(f"{flag} {n}: the plan would draw {total:,} images for {len(rows)} classes; at most "
+                         f"{MAX_PLAN_IMAGES:,} per synthesis: lower {flag}, or split the work with --classes")
     return Plan(rows, classes, mode, n, seed)
 
 

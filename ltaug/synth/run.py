@@ -138,25 +138,24 @@ def synthesize(generator: GeneratorLike, cfg: SynthConfig, out_dir: str | Path |
     if plan.classes != list(gen.classes):
         raise LtaugError("the plan was made for another generator's classes")
     out = Path(out_dir) if out_dir is not None else default_out_dir(generator)
-    filt = (ConfidenceFilter(cfg.filter_classifier, cfg.min_confidence, list(gen.classes), str(device))
-            if cfg.filter_classifier else None)
+    filt = (ConfidenceFilter(cfg.filter_classifier, cfg.min_confidence, list(gen.classes), str(device),
+                             channels=gen.channels) if cfg.filter_classifier else None)
     settings = settings_of(gen, cfg, plan.seed, filt.identity() if filt else None)
     F.prepare(out, settings, list(gen.classes), overwrite)
+    state = F.scan(out, list(gen.classes), (gen.resolution, gen.resolution, gen.channels))
+    want = plan.counts()
+    done_k = {y: state.done_k(y) for y in want}
+    tried_k = {y: done_k[y] | state.rejected_k(y) for y in want}
+    for y, n in want.items():  # refused before the plan or a class folder is written
+        if len(done_k[y]) > n:
+            raise LtaugError(f"{out} already holds {len(done_k[y])} images of class '{gen.classes[y]}' but the plan "
+                             f"asks {n}; use a plan at least as large, --overwrite, or --out")
     atomic_write_json(out / F.PLAN, plan.to_json())
     space.expect(out, space_needed(gen, cfg, plan, out))
-    state = F.scan(out, list(gen.classes), (gen.resolution, gen.resolution, gen.channels))
     dirs = F.class_dirs(list(gen.classes))
     for r in plan.rows:  # only classes that get images: `folder:OUT` refuses empty class folders
         if r.new > 0:
             (out / dirs[r.label]).mkdir(parents=True, exist_ok=True)
-
-    want = plan.counts()
-    done_k = {y: state.done_k(y) for y in want}
-    tried_k = {y: done_k[y] | state.rejected_k(y) for y in want}
-    for y, n in want.items():
-        if len(done_k[y]) > n:
-            raise LtaugError(f"{out} already holds {len(done_k[y])} images of class '{gen.classes[y]}' but the plan "
-                             f"asks {n}; use a plan at least as large, --overwrite, or --out")
     already = sum(len(v) for v in done_k.values())
     record_base = {k: settings[k] for k in ("checkpoint", "checkpoint_sha256", "sampler", "steps", "eta", "variance",
                                             "w", "s", "amp") if k in settings}
