@@ -4,7 +4,7 @@ and the best configuration, so two trees (before / after a change) can be compar
 best recipe.
 
     python benchmarks/bench_sweeps.py [--tree DIR] [--steps 300] [--epochs 3] [--num-cpus 2] [--only ratio|tau]
-                                      [--fifo]
+                                      [--fifo] [--set KEY=VALUE ...]
 
   ratio  synthetic_ratio, two values (0, 1): classifier keys only, one shared generator + samples
   tau    tau_schedule, two values (constant, increasing): generator keys, the judge's agreement (val_agreement.few)
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="classifier.epochs of every sweep")
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--only", choices=sorted(SWEEPS))
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="more recipe / sweep overrides (as `ltaug tune --set`), e.g. evaluate.judge_per_class=8")
     ap.add_argument("--fifo", action="store_true", help="scheduler fifo: every trial runs to its end, so two trees "
                     "are compared on the same trials whatever order concurrent trials report in (ASHA's decisions "
                     "depend on that order)")
@@ -63,7 +65,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"bench-{key}-") as tmp:
             tmp = Path(tmp)
             sets = [*space, f"generator.steps={args.steps}", f"classifier.epochs={args.epochs}",
-                    "generator.ckpt_every=100", *(["scheduler=fifo"] if args.fifo else [])]
+                    "generator.ckpt_every=100", *(["scheduler=fifo"] if args.fifo else []), *args.sets]
             spec = sweep_file(tree, name, sets, tmp)
             out = tmp / "out"
             t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def main() -> None:
                 continue
             res = json.loads((out / "sweep_results.json").read_text())
             print(json.dumps({"sweep": key, "name": name, "tree": str(tree), "wall_s": round(wall, 1),
-                              "scheduler": res["sweep"]["scheduler"],
+                              "scheduler": res["sweep"]["scheduler"], "sets": args.sets,
                               "steps": args.steps, "epochs": args.epochs, "num_cpus": args.num_cpus,
                               "metric": res["sweep"]["metric"],
                               "trials": [{"config": t["config"], "metric": t["metric"]} for t in res["trials"]],

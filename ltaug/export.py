@@ -77,7 +77,7 @@ def export_run(run_path: str | Path, *, checkpoint: Optional[str | Path] = None,
     check_out(out_dir)
     check_sources(run)
     with FolderLock(out_dir, "ltaug export"):  # one writer; what a killed export left is repaired under it
-        return _export(run, ckpt, ema, out_dir)
+        return _export(run, ckpt, ema, out_dir, license)
 
 
 def check_sources(run: RunDir) -> None:
@@ -100,7 +100,7 @@ def check_sources(run: RunDir) -> None:
             refuse(p)
 
 
-def _export(run: RunDir, ckpt: Path, ema: bool, out_dir: Path) -> Path:
+def _export(run: RunDir, ckpt: Path, ema: bool, out_dir: Path, license: str) -> Path:
     check_out(out_dir)
     gen = load_generator(ckpt, ema=ema)
     recipe = run.recipe()

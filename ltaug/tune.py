@@ -249,10 +249,13 @@ def stages_for(space_keys: list[str]) -> str:
     return "classifier"
 
 
-def trial_stages(spec: SweepSpec) -> set[str]:
+def trial_stages(spec: SweepSpec, space: str = "image") -> Optional[set[str]]:
     """The stages a trial runs: up to the last report its metric needs, and none that the sweep shares (prepared
     once) or that no report reads (the real-only classifier, evaluate, report.html): a judge metric ends with the
-    generator, val_accuracy with the real + synthetic classifier."""
+    generator, val_accuracy with the real + synthetic classifier. space: the base recipe's generator.space; a
+    feature-space trial runs its own stages (features, heads: ltaug.features.pipeline), all of them (None)."""
+    if space != "image":
+        return None
     if spec.metric.startswith(("val_agreement.", "val_leakage")):
         return {"generator"}
     return {"generator": {"generator", "synth", "classifier-synth"}, "synth": {"synth", "classifier-synth"},
@@ -292,7 +295,7 @@ def _param_space(spec: SweepSpec) -> dict:
 def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
     """The function trainable: resolve the trial's recipe, run the stages it needs, report through tune.report."""
     base_sets = list(spec.set)
-    stages = trial_stages(spec)
+    stages = trial_stages(spec, load_recipe(spec.recipe, base_sets).generator.space)
 
     # Tuner.restore takes the trainable of the original Tuner by its name, "trainable": `ltaug tune --resume`
     # passes this one again.
@@ -300,7 +303,7 @@ def make_trainable(spec: SweepSpec, sweep_dir: Path, shared: dict):
         trial_dir = Path(tune.get_context().get_trial_dir()) if hasattr(tune, "get_context") else Path.cwd()
         trial_dir = Path(os.path.abspath(trial_dir)) / "run"
         recipe = load_recipe(spec.recipe, base_sets + as_sets(config))
-        restore_checkpoint(tune.get_checkpoint(), trial_dir, classifier="synth" not in stages)
+        restore_checkpoint(tune.get_checkpoint(), trial_dir, classifier=stages is not None and "synth" not in stages)
 
         def report(metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
             ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None

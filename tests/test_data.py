@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ltaug.data import class_groups, load_dataset, longtail_counts, select_longtail
-from ltaug.errors import LtaugError
+from ltaug.errors import LtaugError, LtaugFailure
 
 CIFAR10_LT_R100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -135,7 +135,8 @@ def test_cifar_download_calls_torchvision(tmp_path, monkeypatch):
         raise OSError("network unreachable in tests")
 
     monkeypatch.setattr(CIFAR10, "download", fake_download)
-    with pytest.raises(OSError):
+    with pytest.raises(LtaugFailure, match="could not fetch CIFAR-10 from https://.*cifar-10-python.tar.gz into .*"
+                                           "network unreachable in tests.*extract it into"):
         load_dataset("cifar10-lt", data_root=tmp_path, download=True)
     assert Path(called["root"]) == tmp_path
 

@@ -99,6 +99,8 @@ def test_a_trial_runs_only_the_stages_its_metric_needs():
                                                                                "classifier-synth"}
     assert trial_stages(spec("val_accuracy.few", "synth.w")) == {"synth", "classifier-synth"}
     assert trial_stages(spec("val_accuracy.few", "classifier.synthetic_ratio")) == {"classifier-synth"}
+    # a feature-space sweep runs its own stages (features, heads), all of them
+    assert trial_stages(spec("val_accuracy.few", "generator.diffrop.gamma"), "features") is None
 
 
 def test_a_restored_trial_gets_its_last_checkpoint_back(tmp_path):

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltaug.cli.app import app
-from ltaug.cli.common import JsonOpt, OutOpt, console, emit_json, handle_errors, json_output
+from ltaug.cli.common import OUTPUT, JsonOpt, OutOpt, console, emit_json, handle_errors, json_output
 from ltaug.errors import LtaugError
 from ltaug.rundir import DEFAULT_ROOT, RunDir
 from ltaug.space import require_writable
@@ -52,7 +52,8 @@ def tune_cmd(
     storage = storage_path(storage)  # before the sweep directory exists
     out_dir = out if out is not None else RunDir.create(None, f"tune-{spec.name}").path
     console.print(f"sweep directory: [bold]{escape(str(out_dir))}[/]")
-    result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, storage=storage)
+    result = run_sweep(spec, out_dir, address=address, resume=resume, num_cpus=num_cpus, storage=storage,
+                       progress=OUTPUT.progress)
     table = Table(title=escape(f"sweep {spec.name}: {spec.mode} {spec.metric}"))
     keys = list(spec.space)
     for k in keys + [spec.metric, "status"]:
