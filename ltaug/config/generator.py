@@ -84,8 +84,9 @@ class CbdmConfig(Section):
 class MlpConfig(Section):
     KEY = "generator.mlp"
 
-    width: int = opt(1024, "hidden width of the eps-network for feature vectors", min=8)
-    depth: int = opt(4, "residual blocks (each: norm, SiLU, linear, + time and class embedding, norm, SiLU, linear)",
+    width: int = opt(256, "hidden width of the eps-network for feature vectors (keep it >= the feature size: a "
+                     "narrower one is a bottleneck for eps)", min=8)
+    depth: int = opt(3, "residual blocks (each: norm, SiLU, linear, + time and class embedding, norm, SiLU, linear)",
                      min=1)
     dropout: float = opt(0.0, "dropout inside each block", min=0.0)
 
