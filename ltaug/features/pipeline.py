@@ -25,6 +25,7 @@ import torch
 
 from ltaug.callbacks import ReportFn
 from ltaug.classify.data import mix_counts, select_per_class
+from ltaug.classify.models import NormedLinear
 from ltaug.classify.train import train_classifier
 from ltaug.config import Recipe
 from ltaug.data import load_from_config
@@ -110,8 +111,7 @@ def load_head(folder: Path) -> Head:
     w = state["linear"]["weight"]
     if "bias" in state["linear"]:
         linear = torch.nn.Linear(w.shape[1], w.shape[0])
-    else:
-        from ltaug.classify.models import NormedLinear  # noqa: PLC0415
+    else:  # LDAM's cosine head
         linear = NormedLinear(w.shape[1], w.shape[0])
     linear.load_state_dict(state["linear"])
     return Head(linear.eval(), state["mean"], state["std"], float(state["logit_scale"]))
