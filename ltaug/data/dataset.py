@@ -9,8 +9,28 @@ import numpy as np
 from ltaug.data.longtail import class_groups
 
 
+class Labelled:
+    """What every labelled set (images, features, a generator's training data) derives from `labels` [N] and
+    `classes` [C]: its size, its number of classes and its per-class counts."""
+
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def counts(self) -> list[int]:
+        """Items per class, indexed by label."""
+        return np.bincount(self.labels, minlength=self.num_classes).astype(int).tolist()
+
+
 @dataclass
-class LTDataset:
+class LTDataset(Labelled):
     images: np.ndarray  # uint8 [N, H, W, C], C in {1, 3}
     labels: np.ndarray  # int64 [N], in [0, num_classes)
     classes: list[str]  # names, indexed by label
@@ -24,18 +44,6 @@ class LTDataset:
             raise ValueError(f"images must be [N, H, W, 1|3] uint8, got {self.images.shape}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def counts(self) -> list[int]:
-        """Images per class, indexed by label."""
-        return np.bincount(self.labels, minlength=self.num_classes).astype(int).tolist()
 
     @property
     def resolution(self) -> int:

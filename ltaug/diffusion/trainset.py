@@ -13,11 +13,12 @@ import torch
 
 from ltaug.config import Recipe
 from ltaug.data import load_from_config
+from ltaug.data.dataset import Labelled
 from ltaug.features.store import load_split, standardization
 
 
 @dataclass
-class TrainingSet:
+class TrainingSet(Labelled):
     space: str  # "image" | "features"
     x: torch.Tensor  # uint8 [N, C, H, W] images, or float32 [N, D] standardized features, on the device
     labels: np.ndarray  # int64 [N]
@@ -26,17 +27,6 @@ class TrainingSet:
     hflip: bool = False
     mean: Optional[np.ndarray] = None  # features: per-dimension mean and std of the training features
     std: Optional[np.ndarray] = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=self.num_classes).astype(int).tolist()
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ltaug.data.dataset import Labelled
 from ltaug.errors import LtaugError
 from ltaug.files import atomic_write, atomic_write_json, read_json
 from ltaug.progress import progress_bar
@@ -24,26 +25,15 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass
-class FeatureSet:
+class FeatureSet(Labelled):
     x: np.ndarray  # float32 [N, D] (a read-only memory map)
     labels: np.ndarray  # int64 [N]
     classes: list[str]
     info: dict
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
     @property
     def dim(self) -> int:
         return int(self.x.shape[1])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=self.num_classes).astype(int).tolist()
 
 
 def paths(folder: Path, split: str) -> tuple[Path, Path, Path]:
