@@ -96,7 +96,8 @@ class _LTLoss(nn.Module):
         self.epoch = int(epoch)
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Cross-entropy on soft targets [N]; the long-tail losses override it with their adjusted logits."""
+        return cross_entropy(logits, target)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.dim() == 1:
@@ -113,18 +114,12 @@ class _LTLoss(nn.Module):
 class CrossEntropy(_LTLoss):
     """Plain CE with soft targets (with drw_start_epoch: CE + deferred re-weighting)."""
 
-    def per_sample(self, logits, target):
-        return cross_entropy(logits, target)
-
 
 class ClassBalancedLoss(_LTLoss):
     """Class-balanced CE: every sample weighted by 1 / E(n_c) of its class (Cui et al. 2019), from the start."""
 
     def __init__(self, counts: Sequence[int], beta: float = 0.9999, reduction: str = "mean"):
         super().__init__(counts, beta=beta, weighted=True, reduction=reduction)
-
-    def per_sample(self, logits, target):
-        return cross_entropy(logits, target)
 
 
 class LogitAdjustedLoss(_LTLoss):
